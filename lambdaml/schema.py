@@ -1,0 +1,240 @@
+"""The describe stage: walk ``predict``'s typed signature once, as FastAPI does.
+
+From the annotations and ``Input(...)`` defaults we build a pydantic model for
+the inputs and a ``TypeAdapter`` for the output. Validation, the OpenAPI
+document and secret redaction all come from these two objects, so they can
+never disagree.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+from lambdaml.errors import ConfigError, InputError
+from lambdaml.inputs import REQUIRED, Input, Secret
+
+_REF = "#/components/schemas/{model}"
+
+
+class Prediction(BaseModel):
+    """One prediction, with Replicate's field names."""
+
+    id: str
+    status: Literal["starting", "processing", "succeeded", "failed", "canceled"]
+    input: dict[str, Any] = {}
+    output: Any = None
+    error: str | None = None
+    logs: str = ""
+    metrics: dict[str, float] = {}
+    created_at: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSchema:
+    """The typed interface of one model: how to validate inputs and dump outputs."""
+
+    input_model: type[BaseModel]
+    output_adapter: TypeAdapter
+    secret_fields: frozenset[str]
+
+    def validate(self, raw: dict[str, Any]) -> BaseModel:
+        """Validated inputs, or an InputError naming every bad field and its constraint."""
+        try:
+            return self.input_model.model_validate(raw)
+        except ValidationError as exc:
+            fields = [_describe_error(error) for error in exc.errors(include_input=False, include_url=False)]
+            summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+            raise InputError(f"Invalid input. {summary}", fields) from None
+
+    def echo(self, inputs: BaseModel) -> dict[str, Any]:
+        """The inputs as JSON, with secrets replaced by ``**********``."""
+        return inputs.model_dump(mode="json")
+
+    def dump_output(self, output: Any) -> Any:
+        """The output as JSON-ready data (pydantic models and containers included)."""
+        return self.output_adapter.dump_python(output, mode="json")
+
+    def json_schema(self) -> dict[str, Any]:
+        return {
+            "input": self.input_model.model_json_schema(),
+            "output": self.output_adapter.json_schema(),
+        }
+
+
+def _describe_error(error: dict[str, Any]) -> dict[str, Any]:
+    loc = [str(part) for part in error["loc"]]
+    described: dict[str, Any] = {
+        "field": ".".join(loc) or "input",
+        "type": error["type"],
+        "message": error["msg"],
+    }
+    if error["type"] == "extra_forbidden":
+        described["message"] = "unknown input; this model does not take it"
+    if error.get("ctx"):
+        described["constraint"] = {k: v for k, v in error["ctx"].items() if k != "error"}
+    return described
+
+
+def predict_callable(target: Any) -> Callable[..., Any]:
+    """The function whose signature defines the model: the function, or ``Class.predict``."""
+    if inspect.isclass(target):
+        predict = getattr(target, "predict", None)
+        if predict is None or not callable(predict):
+            raise ConfigError(f"{target.__name__} needs a predict(self, ...) method to be a @model class")
+        return predict
+    return target
+
+
+def _parameters(function: Callable[..., Any]) -> list[inspect.Parameter]:
+    parameters = list(inspect.signature(function).parameters.values())
+    if parameters and parameters[0].name in ("self", "cls"):
+        parameters = parameters[1:]
+    for parameter in parameters:
+        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            raise ConfigError(
+                f"{function.__qualname__} takes *{parameter.name}; a model's inputs must be "
+                "named parameters so they can be validated and documented"
+            )
+    return parameters
+
+
+def input_info(parameter: inspect.Parameter) -> Input:
+    """The ``Input`` for a parameter, whether written as ``Input(...)``, a plain default or none."""
+    if isinstance(parameter.default, Input):
+        return parameter.default
+    if parameter.default is inspect.Parameter.empty:
+        return Input()
+    return Input(default=parameter.default)
+
+
+def describe(target: Any) -> ModelSchema:
+    """Build the input model and output adapter of a @model function or class."""
+    function = predict_callable(target)
+    try:
+        hints = typing.get_type_hints(function, include_extras=True)
+    except Exception as exc:  # unresolvable forward references, typos in annotations
+        raise ConfigError(f"Cannot read the type annotations of {function.__qualname__}: {exc}") from None
+    fields: dict[str, Any] = {}
+    secrets = set()
+    for parameter in _parameters(function):
+        if parameter.name not in hints:
+            raise ConfigError(
+                f"Input {parameter.name!r} of {function.__qualname__} has no type annotation; "
+                f"add one, e.g. `{parameter.name}: str`"
+            )
+        annotation = hints[parameter.name]
+        info = input_info(parameter)
+        if info.choices is not None:
+            annotation = Literal[tuple(info.choices)]  # type: ignore[misc]
+        if annotation is Secret:
+            secrets.add(parameter.name)
+        field = Field(
+            default=... if info.required else info.default,
+            description=info.description,
+            ge=info.ge,
+            le=info.le,
+            min_length=info.min_length,
+            max_length=info.max_length,
+            pattern=info.regex,
+        )
+        fields[parameter.name] = (annotation, field)
+    title = getattr(target, "__name__", "Model")
+    try:
+        input_model = create_model(f"{title}Input", __config__=ConfigDict(extra="forbid"), **fields)
+        output = hints.get("return", Any)
+        output_adapter = TypeAdapter(Any if output is None else output)
+    except Exception as exc:
+        raise ConfigError(f"The inputs or output of {function.__qualname__} cannot be validated: {exc}") from None
+    return ModelSchema(input_model, output_adapter, frozenset(secrets))
+
+
+def resolve_defaults(function: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Arguments for a plain local call, with ``Input(default=...)`` replaced by its default."""
+    signature = inspect.signature(function)
+    bound = signature.bind_partial(*args, **kwargs)
+    for parameter in signature.parameters.values():
+        if parameter.name not in bound.arguments and isinstance(parameter.default, Input):
+            if parameter.default.required:
+                raise TypeError(f"{function.__qualname__}() missing required input {parameter.name!r}")
+            bound.arguments[parameter.name] = parameter.default.default
+    return dict(bound.arguments)
+
+
+def _lift_defs(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    components.update(schema.pop("$defs", {}))
+    return schema
+
+
+def openapi(name: str, schema: ModelSchema) -> dict[str, Any]:
+    """One OpenAPI 3.1 document for the model's HTTP API, served at ``/{name}/openapi.json``."""
+    components: dict[str, Any] = {}
+    components["Input"] = _lift_defs(schema.input_model.model_json_schema(ref_template=_REF), components)
+    output = _lift_defs(schema.output_adapter.json_schema(ref_template=_REF), components)
+    components["Output"] = {"title": "Output", **output}
+    prediction = _lift_defs(Prediction.model_json_schema(ref_template=_REF), components)
+    prediction["properties"]["input"] = {"$ref": "#/components/schemas/Input"}
+    prediction["properties"]["output"] = {"$ref": "#/components/schemas/Output"}
+    components["PredictionResponse"] = prediction
+    components["PredictionRequest"] = {
+        "title": "PredictionRequest",
+        "type": "object",
+        "properties": {
+            "input": {"$ref": "#/components/schemas/Input"},
+            "id": {"type": "string", "description": "Optional id for the prediction"},
+        },
+        "required": ["input"],
+    }
+    components["InvalidInput"] = {
+        "title": "InvalidInput",
+        "type": "object",
+        "properties": {
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "invalid_fields": {"type": "array", "items": {"type": "object"}},
+        },
+    }
+
+    def respond(ref: str, description: str) -> dict[str, Any]:
+        content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+        return {"description": description, "content": content}
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": name, "version": "1.0.0", "description": f"Predictions API of the {name} model"},
+        "servers": [{"url": f"/{name}"}],
+        "paths": {
+            "/predictions": {
+                "post": {
+                    "summary": "Run a prediction",
+                    "operationId": "predict",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictionRequest"}}},
+                    },
+                    "responses": {
+                        "200": respond("PredictionResponse", "The prediction, succeeded or failed"),
+                        "422": respond("InvalidInput", "An input is missing, of the wrong type or out of range"),
+                    },
+                }
+            },
+            "/health-check": {
+                "get": {
+                    "summary": "Whether the model is ready",
+                    "operationId": "healthCheck",
+                    "responses": {"200": {"description": "READY, STARTING or SETUP_FAILED"}},
+                }
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document", "operationId": "openapi", "responses": {"200": {"description": "OpenAPI"}}}
+            },
+        },
+        "components": {"schemas": components},
+    }

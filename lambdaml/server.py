@@ -1,0 +1,108 @@
+"""The serve stage, HTTP side: the Ray Serve deployment class every model runs in.
+
+Ray Serve's ingress (HAProxy or its Python proxy) hands us a Starlette
+request; we answer the three routes of the predictions API. There is no web
+framework in between: the routes are fixed and pydantic already does the
+validation, so every microsecond goes to the model. The same replica also
+answers ``DeploymentHandle`` calls (``Model.remote``) through ``predict``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_json
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lambdaml.errors import InputError
+from lambdaml.package import unpack
+from lambdaml.runtime import ModelRuntime
+from lambdaml.schema import openapi
+
+
+class PredictionRequest(BaseModel):
+    """The body of ``POST /{name}/predictions``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = Field(default=None, max_length=128)
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(to_json(body), status_code=status, media_type="application/json")
+
+
+def _invalid(error: InputError) -> Response:
+    return _json(
+        {"title": "Input validation failed", "status": 422, "detail": str(error), "invalid_fields": error.invalid_fields},
+        status=422,
+    )
+
+
+def _envelope_error(exc: ValidationError) -> InputError:
+    fields = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(p) for p in error["loc"]) or "body"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = 'unknown field; put the model\'s inputs inside {"input": {...}}'
+        elif error["type"] == "json_invalid":
+            field, message = "body", f"the request body is not valid JSON ({error['ctx'].get('error', '')})"
+        fields.append({"field": field, "type": error["type"], "message": message})
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return InputError(f"Invalid request. {summary}", fields)
+
+
+class ModelServer:
+    """One replica. Ray Serve constructs it with the packaged model."""
+
+    def __init__(self, payload: bytes, debug: bool = False):
+        self.runtime = ModelRuntime(unpack(payload), debug=debug)
+        self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))
+
+    async def __call__(self, request: Request) -> Response:
+        prefix = request.scope.get("root_path", "")
+        path = request.url.path.removeprefix(prefix).rstrip("/") or "/"
+        method = request.method
+        if path == "/predictions" and method == "POST":
+            return await self._http_predict(await request.body())
+        if path == "/health-check" and method == "GET":
+            return _json(self.runtime.health())
+        if path == "/openapi.json" and method == "GET":
+            return Response(self._openapi, media_type="application/json")
+        if path in ("/predictions", "/health-check", "/openapi.json"):
+            return _json({"detail": f"{method} is not allowed on {path}"}, status=405)
+        return _json(
+            {"detail": f"No route {path}. This model serves POST /predictions, GET /health-check and GET /openapi.json"},
+            status=404,
+        )
+
+    async def _http_predict(self, body: bytes) -> Response:
+        try:
+            envelope = PredictionRequest.model_validate_json(body or b"{}")
+            prediction = await self.runtime.predict(envelope.input, envelope.id)
+        except ValidationError as exc:
+            return _invalid(_envelope_error(exc))
+        except InputError as exc:
+            return _invalid(exc)
+        return Response(prediction.model_dump_json(), media_type="application/json")
+
+    async def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Handle path: returns ``{"prediction": ...}`` or ``{"invalid": ...}``, never raises for bad input."""
+        try:
+            prediction = await self.runtime.predict(inputs)
+        except InputError as exc:
+            return {"invalid": {"detail": str(exc), "invalid_fields": exc.invalid_fields}}
+        return {"prediction": prediction.model_dump(mode="json")}
+
+    async def health(self) -> dict[str, Any]:
+        return self.runtime.health()
+
+    def __del__(self) -> None:
+        # Ray Serve calls __del__ when it stops a replica: the model's teardown().
+        runtime = getattr(self, "runtime", None)
+        if runtime is not None:
+            runtime.teardown()

@@ -1,0 +1,110 @@
+"""The declare stage: what ``@model(...)`` asked for, validated at decoration time.
+
+A ``ModelSpec`` only records intent. Translating it into Ray Serve options is
+the deploy stage's job (``lambdaml.deploy``), so the spec stays readable and
+serialisable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lambdaml._resources import GPU_HELP, MEMORY_HELP, GpuRequest, parse_gpu, parse_memory
+from lambdaml.errors import ConfigError
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def kebab_case(name: str) -> str:
+    """``EchoClass`` / ``echo_class`` -> ``echo-class``: the default model name."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", name)
+    return re.sub(r"[^a-z0-9]+", "-", spaced.lower()).strip("-")
+
+
+class ModelSpec(BaseModel):
+    """Everything ``@model`` accepts. Defaults are chosen for a fast, thrifty dev loop."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="URL-safe name: lowercase letters, digits and dashes")
+    gpu: tuple[GpuRequest, ...] = Field(default=(), description="GPU types in order of preference")
+    cpu: float | None = Field(default=None, gt=0, description="CPUs per replica (fractions allowed)")
+    memory: int | None = Field(default=None, description="Memory per replica in bytes")
+    min: int = Field(default=0, ge=0, description="Fewest replicas; 0 scales to zero when idle")
+    max: int = Field(default=1, ge=1, description="Most replicas")
+    concurrency: int = Field(default=1, ge=1, description="Target in-flight requests per replica")
+    max_concurrency: int | None = Field(default=None, ge=1, description="Hard limit of in-flight requests per replica")
+    scaledown_after: float = Field(default=60.0, ge=0, description="Idle seconds before removing a replica")
+    timeout: float | None = Field(default=None, gt=0, description="Seconds one prediction may run")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"{value!r} cannot be used in a URL; use lowercase letters, digits and dashes "
+                "(1-63 characters, e.g. 'image-captioner')"
+            )
+        return value
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _parse_gpu(cls, value: Any) -> tuple[GpuRequest, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, GpuRequest):
+            return (value,)
+        if isinstance(value, str):
+            return (parse_gpu(value),)
+        if isinstance(value, (list, tuple)) and value:
+            return tuple(v if isinstance(v, GpuRequest) else parse_gpu(v) for v in value)
+        raise ValueError(f"expected {GPU_HELP}; got {value!r}")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _parse_memory(cls, value: Any) -> int | None:
+        return None if value is None else parse_memory(value)
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> "ModelSpec":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is larger than max ({self.max}); min must be <= max")
+        if self.max_concurrency is not None and self.max_concurrency < self.concurrency:
+            raise ValueError(
+                f"max_concurrency ({self.max_concurrency}) is below concurrency ({self.concurrency}); "
+                "it must be at least the target"
+            )
+        return self
+
+    @property
+    def ongoing_limit(self) -> int:
+        """Requests one replica accepts at once (Serve's ``max_ongoing_requests``)."""
+        return self.max_concurrency or self.concurrency
+
+
+_HINTS = {
+    "gpu": GPU_HELP,
+    "memory": MEMORY_HELP,
+    "name": "lowercase letters, digits and dashes",
+}
+
+
+def build_spec(**params: Any) -> ModelSpec:
+    """Validate ``@model`` parameters, turning pydantic's errors into one clear ConfigError."""
+    try:
+        return ModelSpec(**params)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"] if not isinstance(p, int)) or "model"
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                accepted = ", ".join(ModelSpec.model_fields)
+                message = f"unknown parameter; accepted parameters are: {accepted}"
+            elif field in _HINTS and _HINTS[field] not in message:
+                message = f"{message} (expected {_HINTS[field]})"
+            lines.append(f"  {field}: {message}")
+        raise ConfigError("Invalid @model(...) parameters:\n" + "\n".join(lines)) from None
