@@ -1,10 +1,13 @@
 """Capture what a prediction prints, per prediction, even when several run at once.
 
-``sys.stdout``/``sys.stderr`` are replaced once per replica by a tee that
-writes through to the real stream (so Ray's log files still get it) and also
-appends to the buffer of the prediction running in the current context.
-Context variables follow ``asyncio`` tasks and ``asyncio.to_thread``, so each
-concurrent prediction gets its own buffer. Secret values are masked on the way.
+Output reaches us three ways in a replica, and each is captured once:
+``sys.stdout``/``sys.stderr`` writes go through a tee; ``print()`` is turned
+into records of the ``ray.serve`` logger by Ray Serve, which a filter on that
+logger picks up; ``logging`` records reach a handler on the root logger.
+Everything still flows on to Ray's log files. Each prediction's buffer lives
+in a context variable, which follows ``asyncio`` tasks and
+``asyncio.to_thread``, so concurrent predictions do not mix. Secret values
+are masked on the way.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import io
+import logging
 import sys
+import threading
 from collections.abc import Iterator
 
 from lambdaml.inputs import REDACTED
@@ -26,6 +31,11 @@ class _Capture:
     def mask(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
+        return text
+
+    def add(self, text: str) -> str:
+        text = self.mask(text)
+        self.parts.append(text)
         return text
 
     def text(self) -> str:
@@ -42,9 +52,12 @@ class _Tee(io.TextIOBase):
     def write(self, text: str) -> int:
         capture = _current.get()
         if capture is not None:
-            text = capture.mask(text)
-            capture.parts.append(text)
-        return self._stream.write(text)
+            text = capture.add(text)
+        _forwarding.active = True  # Serve's stdout turns writes into log records
+        try:
+            return self._stream.write(text)
+        finally:
+            _forwarding.active = False
 
     def flush(self) -> None:
         self._stream.flush()
@@ -56,12 +69,48 @@ class _Tee(io.TextIOBase):
         return False
 
 
+_forwarding = threading.local()
+_SERVE_LOGGER = "ray.serve"
+
+
+def _capture_record(record: logging.LogRecord) -> None:
+    capture = _current.get()
+    if capture is None or getattr(_forwarding, "active", False):
+        return
+    message = capture.add(record.getMessage())
+    if not message.endswith("\n"):
+        capture.parts.append("\n")
+    record.msg, record.args = message, None  # what goes on to Ray's logs is masked too
+
+
+class _ServePrintFilter(logging.Filter):
+    """Picks up ``print()`` calls, which Ray Serve sends to its own logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _capture_record(record)
+        return True
+
+
+class _RootHandler(logging.Handler):
+    """Picks up the model's ``logging`` records."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.name.startswith(_SERVE_LOGGER):
+            _capture_record(record)
+
+
 def install() -> None:
-    """Route this process's stdout and stderr through the capturing tee (idempotent)."""
+    """Start capturing in this process (idempotent)."""
     if not isinstance(sys.stdout, _Tee):
         sys.stdout = _Tee(sys.stdout)  # type: ignore[assignment]
     if not isinstance(sys.stderr, _Tee):
         sys.stderr = _Tee(sys.stderr)  # type: ignore[assignment]
+    serve_logger = logging.getLogger(_SERVE_LOGGER)
+    if not any(isinstance(f, _ServePrintFilter) for f in serve_logger.filters):
+        serve_logger.addFilter(_ServePrintFilter())
+    root = logging.getLogger()
+    if not any(isinstance(h, _RootHandler) for h in root.handlers):
+        root.addHandler(_RootHandler())
 
 
 @contextlib.contextmanager

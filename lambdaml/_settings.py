@@ -34,6 +34,7 @@ class ClusterSettings:
     ingress: str  # "haproxy" or "python"
     num_cpus: int | None
     num_gpus: int | None
+    warm_workers: int
 
     @property
     def http_url(self) -> str:
@@ -62,6 +63,7 @@ def cluster_settings() -> ClusterSettings:
         ingress=ingress,
         num_cpus=int(num_cpus) if num_cpus else None,
         num_gpus=int(num_gpus) if num_gpus else None,
+        warm_workers=_int("LAMBDAML_WARM_WORKERS", 2),
     )
 
 

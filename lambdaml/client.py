@@ -54,13 +54,12 @@ def run(name: str, input: dict[str, Any] | None = None, timeout: float = 600.0) 
 
 def predict_remote(name: str, inputs: dict[str, Any]) -> Any:
     """Run one prediction through a Serve handle and return its output."""
-    from ray import serve
     from ray.serve.exceptions import RayServeException
 
     info = cluster.connect()
     try:
-        handle = serve.get_app_handle(name)
-    except RayServeException:
+        handle = cluster.app_handle(name)
+    except (RayServeException, KeyError, ValueError):
         raise _not_deployed(name, info.address) from None
     result = handle.predict.remote(inputs).result()
     if "invalid" in result:

@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from lambdaml._settings import ClusterSettings, cluster_settings
 from lambdaml.errors import ClusterError
@@ -83,6 +84,10 @@ def _head_environment(settings: ClusterSettings) -> dict[str, str]:
             # Ray's local-only mode: every Ray listener binds to 127.0.0.1.
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_USAGE_STATS_ENABLED": "0",
+            # Idle workers (see lambdaml._keeper) import Serve's replica code and
+            # ours ahead of time, so a replica starts without paying for imports.
+            "RAY_preload_python_modules": "ray.serve._private.replica,lambdaml.server",
+            "RAY_worker_cap_enabled": "false",
             # HAProxy state stays inside our temp dir, so clusters do not collide
             # and shutdown can find every HAProxy process by its config path.
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy_dir / "haproxy.cfg"),
@@ -91,6 +96,10 @@ def _head_environment(settings: ClusterSettings) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy_dir / "server-state"),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+            # A replica being scaled down stays STOPPING (holding its CPU/GPU)
+            # for 30 s in HAProxy mode, for remote load balancers to notice.
+            # Our HAProxy is on this machine and reloads in ~0.1 s.
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "3",
             "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
             "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
         }
@@ -189,21 +198,46 @@ def start(resources: dict[str, float] | None = None) -> ClusterInfo:
         temp_dir=str(settings.temp_dir),
     )
     _wait_for_head(process, settings, log_path)
+    keeper = _start_keeper(settings, info, log_path)
+    _wait_for_port(keeper, settings.http_port, log_path, "the HTTP ingress")
     _state_path(settings).write_text(json.dumps(asdict(info)))
     return info
 
 
+def _start_keeper(settings: ClusterSettings, info: ClusterInfo, log_path: Path) -> subprocess.Popen:
+    """Start the driver that owns Serve and keeps workers warm (see ``lambdaml._keeper``)."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "lambdaml._keeper",
+                f"--address={info.address}",
+                f"--http-port={settings.http_port}",
+                f"--warm-workers={settings.warm_workers}",
+                f"--temp-dir={settings.temp_dir}",
+            ],
+            env=_head_environment(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 def _wait_for_head(process: subprocess.Popen, settings: ClusterSettings, log_path: Path) -> None:
+    _wait_for_port(process, settings.ray_port, log_path, "the Ray head")
+    _wait_for_port(process, settings.dashboard_port, log_path, "the Ray dashboard")
+
+
+def _wait_for_port(process: subprocess.Popen, port: int, log_path: Path, what: str) -> None:
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:]
-            raise ClusterError(f"The local Ray head exited while starting. Its log ({log_path}):\n{tail}")
-        if _port_open(settings.ray_port) and _port_open(settings.dashboard_port):
+            raise ClusterError(f"{what} exited while starting. The log ({log_path}) ends with:\n{tail}")
+        if _port_open(port):
             return
         time.sleep(0.2)
-    process.kill()
-    raise ClusterError(f"The local Ray head did not start within {_START_TIMEOUT_S:.0f} s; see {log_path}")
+    raise ClusterError(f"{what} did not start within {_START_TIMEOUT_S:.0f} s; see {log_path}")
 
 
 def _cluster_processes(temp_dir: Path, session_id: int | None) -> list[int]:
@@ -294,6 +328,8 @@ def connect() -> ClusterInfo:
         os.environ.update(_haproxy_driver_environment())
     if info.embedded:
         _driver_on_loopback()
+    import atexit
+
     import ray
     from ray import serve
 
@@ -314,6 +350,7 @@ def connect() -> ClusterInfo:
     else:
         serve.start()
     _connected = info
+    atexit.register(_disconnect)  # before Ray's own exit hook: see _disconnect
     return info
 
 
@@ -325,14 +362,46 @@ def _driver_on_loopback() -> None:
     imported before lambdaml gets its constant updated too.
     """
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    # Never let a stray Ray call start a second, non-loopback Ray instance.
+    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None:
         constants.ENABLE_RAY_CLUSTER = False
+    auto_init = sys.modules.get("ray._private.auto_init_hook")
+    if auto_init is not None:
+        auto_init.enable_auto_connect = False
+
+
+_handles: dict[str, Any] = {}
+
+
+def app_handle(name: str) -> Any:
+    """A cached Serve ``DeploymentHandle`` for the application ``name``."""
+    from ray import serve
+
+    connect()
+    if name not in _handles:
+        _handles[name] = serve.get_app_handle(name)
+    return _handles[name]
+
+
+def forget_handle(name: str) -> None:
+    """Drop the cached handle of a deleted application."""
+    handle = _handles.pop(name, None)
+    if handle is not None:
+        handle.shutdown()
 
 
 def _disconnect() -> None:
+    """Close handles, then leave Ray.
+
+    A handle's metrics thread outlives ``ray.shutdown()`` and would otherwise
+    make Ray start a new local instance at interpreter exit.
+    """
     global _connected
     _connected = None
+    while _handles:
+        _handles.popitem()[1].shutdown()
     if "ray" in sys.modules:
         import ray
 

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from lambdaml import cluster
 from lambdaml._resources import GpuRequest
 from lambdaml._settings import debug_enabled
@@ -22,9 +24,9 @@ from lambdaml.spec import ModelSpec
 # Autoscaling metrics every 0.5 s over a 2 s window, instead of Serve's 10 s
 # push and 30 s window: a request arriving at zero replicas gets a replica in
 # ~1.5 s instead of ~12 s on a laptop, and idle replicas go away on time.
-METRICS_INTERVAL_S = 0.5
+METRICS_INTERVAL_S = 0.25
 LOOK_BACK_PERIOD_S = 2.0
-UPSCALE_DELAY_S = 1.0
+UPSCALE_DELAY_S = 0.0
 DEFAULT_CPUS = 1.0
 
 
@@ -103,7 +105,9 @@ def deploy(model: Model, wait: bool = True, timeout: float = 300.0) -> Deploymen
     target = serve.RunTarget(target=app, name=model.name, route_prefix=f"/{model.name}")
     serve.run_many([target], wait_for_applications_running=False)
     if wait:
-        _wait_until_running(model, timeout)
+        deadline = time.monotonic() + timeout
+        _wait_until_running(model, deadline)
+        _wait_for_route(info.http_url, model.name, deadline)
     return Deployment(model.name, f"{info.http_url}/{model.name}", version, info.dashboard_url)
 
 
@@ -129,10 +133,7 @@ def app_status(name: str) -> dict[str, Any]:
     return {"status": _enum_value(app.status), "message": "\n".join(messages), "replicas": replicas}
 
 
-def _wait_until_running(model: Model, timeout: float) -> None:
-    from ray import serve
-
-    deadline = time.monotonic() + timeout
+def _wait_until_running(model: Model, deadline: float) -> None:
     while True:
         state = app_status(model.name)
         if state["status"] == "RUNNING":
@@ -141,12 +142,12 @@ def _wait_until_running(model: Model, timeout: float) -> None:
             raise DeployError(f"Deploying {model.name!r} failed: {state['message'] or state['status']}")
         if time.monotonic() > deadline:
             raise DeployError(
-                f"{model.name!r} was not ready after {timeout:.0f} s ({state['status']}, replicas: "
+                f"{model.name!r} was not ready in time ({state['status']}, replicas: "
                 f"{state['replicas'] or 'none'}). {state['message']}".strip()
             )
         time.sleep(0.1)
     if model.spec.min > 0:
-        health = serve.get_app_handle(model.name).health.remote().result()
+        health = cluster.app_handle(model.name).health.remote().result()
         if health["status"] == "SETUP_FAILED":
             setup = health["setup"]
             raise DeployError(
@@ -155,9 +156,25 @@ def _wait_until_running(model: Model, timeout: float) -> None:
             )
 
 
+def _wait_for_route(http_url: str, name: str, deadline: float) -> None:
+    """Wait until the HTTP ingress routes ``/{name}``: HAProxy reloads shortly after Serve."""
+    while time.monotonic() < deadline:
+        try:
+            routes = httpx.get(f"{http_url}/-/routes", timeout=5).json()
+        except httpx.ConnectError:
+            return  # the ingress is not reachable from here (a remote cluster): nothing to wait for
+        except (httpx.HTTPError, ValueError):
+            routes = {}
+        if routes.get(f"/{name}") == name:
+            return
+        time.sleep(0.05)
+    raise DeployError(f"{name!r} is running but the HTTP ingress at {http_url} does not route /{name} yet")
+
+
 def delete(name: str) -> None:
     """Delete the application named ``name`` (no error if it is already gone)."""
     from ray import serve
 
     cluster.connect()
+    cluster.forget_handle(name)
     serve.delete(name)

@@ -1,0 +1,45 @@
+"""The embedded cluster's long-lived driver: owns Ray Serve and keeps workers warm.
+
+Ray starts each Serve replica in a worker process of the Serve controller's
+job, reusing an idle worker of that job when one exists and otherwise starting
+a new Python process (~1.5 s here, most of a cold start). Ray only keeps idle
+workers for jobs whose driver is alive, so the embedded cluster runs this
+driver: it starts Serve (its job becomes the controller's job) and runs a few
+no-op tasks every half second, which makes Ray keep that many idle, preloaded
+workers ready for the next replica. Started by ``lambdaml.cluster.start``;
+ended with the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--http-port", type=int, required=True)
+    parser.add_argument("--warm-workers", type=int, default=2)
+    parser.add_argument("--temp-dir", required=True, help="marks this process as part of the cluster")
+    args = parser.parse_args()
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+    import ray
+    from ray import serve
+
+    ray.init(address=args.address, logging_level="ERROR", log_to_driver=False, namespace="lambdaml")
+    serve.start(http_options={"host": "127.0.0.1", "port": args.http_port})
+
+    @ray.remote(num_cpus=0)
+    def keep_warm() -> None:
+        return None
+
+    while True:
+        ray.get([keep_warm.remote() for _ in range(args.warm_workers)])
+        time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    main()
