@@ -24,7 +24,6 @@ def main() -> None:
     parser.add_argument("--warm-workers", type=int, default=2)
     parser.add_argument("--temp-dir", required=True, help="marks this process as part of the cluster")
     args = parser.parse_args()
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
     import ray
     from ray import serve

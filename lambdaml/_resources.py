@@ -44,11 +44,11 @@ def parse_gpu(value: str) -> GpuRequest:
     """Parse "A100" or "H100:2"; raise ValueError naming the accepted values."""
     if not isinstance(value, str):
         raise ValueError(f"expected a GPU name string, got {value!r}; accepted: {GPU_HELP}")
-    name, _, count_text = value.strip().partition(":")
+    name, colon, count_text = value.strip().partition(":")
     canonical = {k.upper(): k for k in GPU_TYPES}.get(name.upper())
     if canonical is None:
         raise ValueError(f"unknown GPU {value!r}; accepted: {GPU_HELP}")
-    if not count_text:
+    if not colon:
         return GpuRequest(canonical)
     if not count_text.isdigit() or int(count_text) < 1:
         raise ValueError(f"GPU count in {value!r} must be a whole number of at least 1, e.g. 'H100:2'")

@@ -29,6 +29,11 @@ from lambdaml.errors import ClusterError
 _STATE_FILE = "lambdaml-cluster.json"
 _START_TIMEOUT_S = 90.0
 _STOP_GRACE_S = 2.0
+# Ray's local-only mode: every Ray listener binds to 127.0.0.1. Nothing but
+# this machine can connect, so Ray's token authentication is left off
+# explicitly (Ray would otherwise switch it on whenever ~/.ray/auth_token
+# exists, and drivers without the token could not connect).
+_LOCAL_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 _HAPROXY_WRAPPER = Path(__file__).parent / "_bin" / "haproxy-loopback"
 
 
@@ -78,12 +83,11 @@ def _head_environment(settings: ClusterSettings) -> dict[str, str]:
     """Environment of the head: inherited by the Serve controller, proxy and replicas."""
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
-    haproxy_dir = settings.temp_dir / "haproxy"
+    haproxy_dir = settings.temp_dir / "hp"  # short: HAProxy caps socket paths at 97 characters
     env.update(
         {
-            # Ray's local-only mode: every Ray listener binds to 127.0.0.1.
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_USAGE_STATS_ENABLED": "0",
+            **_LOCAL_ONLY,
             # Idle workers (see lambdaml._keeper) import Serve's replica code and
             # ours ahead of time, so a replica starts without paying for imports.
             "RAY_preload_python_modules": "ray.serve._private.replica,lambdaml.server",
@@ -91,7 +95,7 @@ def _head_environment(settings: ClusterSettings) -> dict[str, str]:
             # HAProxy state stays inside our temp dir, so clusters do not collide
             # and shutdown can find every HAProxy process by its config path.
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy_dir / "haproxy.cfg"),
-            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy_dir / "admin.sock"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy_dir / "a.sock"),
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy_dir),
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy_dir / "server-state"),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
@@ -177,7 +181,7 @@ def start(resources: dict[str, float] | None = None) -> ClusterInfo:
                 f"Stop whatever uses it, or choose another port with {what}=..."
             )
     settings.temp_dir.mkdir(parents=True, exist_ok=True)
-    (settings.temp_dir / "haproxy").mkdir(exist_ok=True)
+    (settings.temp_dir / "hp").mkdir(exist_ok=True)
     log_path = settings.temp_dir / "ray-start.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
@@ -280,8 +284,9 @@ def shutdown() -> bool:
     Deployments on it are gone afterwards. A cluster given by address is never
     stopped; only this process disconnects from it.
     """
-    _disconnect()
     settings = cluster_settings()
+    if _connected is not None and _connected.temp_dir == str(settings.temp_dir):
+        _disconnect()
     state = _state_path(settings)
     try:
         session_id = ClusterInfo(**json.loads(state.read_text())).supervisor_pid
@@ -297,8 +302,14 @@ def shutdown() -> bool:
     deadline = time.monotonic() + _STOP_GRACE_S
     while time.monotonic() < deadline and _cluster_processes(settings.temp_dir, session_id):
         time.sleep(0.2)
-    _signal_all(_cluster_processes(settings.temp_dir, session_id), signal.SIGKILL)
+    # Kill what is left, including anything spawned while we were stopping it.
+    deadline = time.monotonic() + _STOP_GRACE_S * 5
+    while (leftovers := _cluster_processes(settings.temp_dir, session_id)) and time.monotonic() < deadline:
+        _signal_all(leftovers, signal.SIGKILL)
+        time.sleep(0.1)
     state.unlink(missing_ok=True)
+    if leftovers:
+        raise ClusterError(f"Could not stop these processes of the local cluster: {leftovers}")
     return True
 
 
@@ -324,8 +335,11 @@ def connect() -> ClusterInfo:
     else:
         info = start()
     if info.ingress == "haproxy":
-        # Serve reads these when it is imported, in the driver too.
+        # Serve reads these when it is imported, in the driver too. Throughput
+        # mode would also run handles' routers on the caller's event loop,
+        # which a synchronous client like ours does not have.
         os.environ.update(_haproxy_driver_environment())
+        os.environ["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] = "1"
     if info.embedded:
         _driver_on_loopback()
     import atexit
@@ -361,7 +375,7 @@ def _driver_on_loopback() -> None:
     and never connects. Ray reads the setting when it is imported, so a Ray
     imported before lambdaml gets its constant updated too.
     """
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ.update(_LOCAL_ONLY)
     # Never let a stray Ray call start a second, non-loopback Ray instance.
     os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
     constants = sys.modules.get("ray._private.ray_constants")

@@ -22,6 +22,9 @@ class _Required:
     def __repr__(self) -> str:
         return "<required>"
 
+    def __reduce__(self) -> str:
+        return "REQUIRED"  # unpickles as the module's singleton, so `is REQUIRED` holds in replicas
+
 
 REQUIRED: Any = _Required()
 

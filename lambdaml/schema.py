@@ -8,6 +8,7 @@ never disagree.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 from dataclasses import dataclass
@@ -135,6 +136,8 @@ def describe(target: Any) -> ModelSchema:
             annotation = Literal[tuple(info.choices)]  # type: ignore[misc]
         if annotation is Secret:
             secrets.add(parameter.name)
+            if isinstance(info.default, str):  # so the schema shows the default redacted
+                info = dataclasses.replace(info, default=Secret(info.default))
         field = Field(
             default=... if info.required else info.default,
             description=info.description,

@@ -1,0 +1,219 @@
+"""Walking-skeleton benchmark: lambdaml against bare Ray Serve, in one run.
+
+For each ingress mode (HAProxy, Ray's Python proxy) it starts an embedded
+cluster of its own and measures, on the same trivial function:
+
+* warm latency (p50, p99) of sequential requests over one keep-alive connection;
+* requests/s with 8 concurrent loopback clients;
+* cold start from zero replicas: lambdaml's defaults, and a bare Serve
+  deployment with Ray's default autoscaling timings (on the same cluster).
+
+Usage: ``python bench/bench_skeleton.py [--quick]``. Prints a Markdown table and
+writes ``bench/results/skeleton.json``. Numbers are medians of the rounds run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+RESULTS = Path(__file__).parent / "results"
+CLIENTS = 8
+
+
+def echo(x: int = 1) -> int:
+    return x
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def latencies(url: str, body: dict, count: int) -> list[float]:
+    with httpx.Client(timeout=30) as client:
+        for _ in range(20):  # warm the connection and the replica
+            client.post(url, json=body)
+        samples = []
+        for _ in range(count):
+            started = time.perf_counter()
+            response = client.post(url, json=body)
+            samples.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+    return samples
+
+
+def throughput(url: str, body: dict, seconds: float) -> float:
+    done = [0] * CLIENTS
+    stop = time.perf_counter() + seconds
+
+    def client_loop(index: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            while time.perf_counter() < stop:
+                if client.post(url, json=body).status_code == 200:
+                    done[index] += 1
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / seconds
+
+
+def wait_for_zero(replica_count, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while replica_count() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    if replica_count():
+        raise RuntimeError("the deployment did not scale to zero")
+
+
+def cold_start(url: str, body: dict, replica_count) -> float:
+    wait_for_zero(replica_count)
+    started = time.perf_counter()
+    response = httpx.post(url, json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    return time.perf_counter() - started
+
+
+# ------------------------------------------------------------------ one ingress mode
+
+
+def measure(quick: bool) -> dict:
+    from ray import serve
+    from starlette.requests import Request
+
+    from lambdaml import model
+    from lambdaml.cluster import connect
+    from lambdaml.deploy import app_status
+
+    info = connect()
+    lambdaml_echo = model(name="bench-lambdaml", cpu=0.5, min=1, max=1, concurrency=CLIENTS)(echo)
+    lambdaml_echo.deploy()
+
+    @serve.deployment(name="bench-bare", num_replicas=1, max_ongoing_requests=CLIENTS, ray_actor_options={"num_cpus": 0.5})
+    class Bare:
+        async def __call__(self, request: Request) -> dict:
+            body = await request.json()
+            return {"output": echo(**body["input"])}
+
+    serve.run(Bare.bind(), name="bench-bare", route_prefix="/bench-bare")
+    time.sleep(2)  # let the ingress pick up both routes
+    body = {"input": {"x": 1}}
+    urls = {"lambdaml": f"{info.http_url}/bench-lambdaml/predictions", "bare": f"{info.http_url}/bench-bare"}
+    rounds, count, seconds = (1, 300, 3) if quick else (3, 1000, 5)
+    warm: dict[str, dict[str, list[float]]] = {name: {"p50": [], "p99": [], "rps": []} for name in urls}
+    for _ in range(rounds):
+        for name, url in urls.items():
+            samples = sorted(latencies(url, body, count))
+            warm[name]["p50"].append(samples[len(samples) // 2] * 1000)
+            warm[name]["p99"].append(samples[int(len(samples) * 0.99)] * 1000)
+            warm[name]["rps"].append(throughput(url, body, seconds))
+    result = {name: {k: statistics.median(v) for k, v in m.items()} for name, m in warm.items()}
+    serve.delete("bench-bare")
+    lambdaml_echo.delete()
+
+    cold_lambdaml = model(name="bench-cold", cpu=0.5, min=0, max=1, scaledown_after=1)(echo)
+    cold_lambdaml.deploy()
+
+    @serve.deployment(
+        name="bench-cold-ray",
+        ray_actor_options={"num_cpus": 0.5},
+        # Ray's default timings, except scaling down sooner so the runs fit in minutes.
+        autoscaling_config={"min_replicas": 0, "max_replicas": 1, "downscale_delay_s": 1, "downscale_to_zero_delay_s": 1},
+    )
+    class BareCold:
+        async def __call__(self, request: Request) -> dict:
+            return {"output": echo(**(await request.json())["input"])}
+
+    serve.run(BareCold.bind(), name="bench-cold-ray", route_prefix="/bench-cold-ray")
+    time.sleep(2)
+    cold_rounds = 2 if quick else 5
+    result["cold_start_s"] = {
+        "lambdaml": statistics.median(
+            cold_start(f"{info.http_url}/bench-cold/predictions", body, lambda: app_status("bench-cold")["replicas"])
+            for _ in range(cold_rounds)
+        ),
+        "ray_defaults": statistics.median(
+            cold_start(f"{info.http_url}/bench-cold-ray", body, lambda: app_status("bench-cold-ray")["replicas"])
+            for _ in range(2 if quick else 3)
+        ),
+    }
+    serve.delete("bench-cold-ray")
+    cold_lambdaml.delete()
+    return result
+
+
+# ------------------------------------------------------------------ driver
+
+
+def run_mode(ingress: str, quick: bool) -> dict:
+    """Measure one ingress mode in a child process with a cluster of its own."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "LAMBDAML_INGRESS": ingress,
+            "LAMBDAML_TEMP_DIR": f"/tmp/lmbench-{ingress}",
+            "LAMBDAML_RAY_PORT": "16390",
+            "LAMBDAML_HTTP_PORT": "18090",
+            "LAMBDAML_DASHBOARD_PORT": "18290",
+        }
+    )
+    for variable in ("LAMBDAML_ADDRESS", "RAY_ADDRESS", "LAMBDAML_URL"):
+        env.pop(variable, None)
+    command = [sys.executable, __file__, "--child"] + (["--quick"] if quick else [])
+    try:
+        output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    except subprocess.CalledProcessError as error:
+        raise SystemExit(f"{ingress} run failed:\n{error.stderr[-4000:]}") from None
+    finally:
+        subprocess.run([sys.executable, "-c", "import lambdaml; lambdaml.shutdown()"], env=env, check=False)
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def report(results: dict) -> str:
+    lines = [
+        "| ingress | server | p50 ms | p99 ms | req/s (8 clients) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for ingress, result in results.items():
+        for name in ("bare", "lambdaml"):
+            r = result[name]
+            lines.append(f"| {ingress} | {name} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} |")
+    lines.append("")
+    lines.append("| ingress | p50 ratio lambdaml/bare (goal <= 1.10) | cold start lambdaml s (goal <= 2) | cold start Ray defaults s |")
+    lines.append("|---|---:|---:|---:|")
+    for ingress, result in results.items():
+        ratio = result["lambdaml"]["p50"] / result["bare"]["p50"]
+        cold = result["cold_start_s"]
+        lines.append(f"| {ingress} | {ratio:.2f} | {cold['lambdaml']:.2f} | {cold['ray_defaults']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.quick)))
+        return
+    results = {ingress: run_mode(ingress, args.quick) for ingress in ("haproxy", "python")}
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "skeleton.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    print(f"Machine: {machine}\n")
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""lambdaml.run / create_prediction / Model.remote: outputs and the errors they raise."""
+
+import pytest
+
+import lambdaml
+from lambdaml import InputError, ModelError, NotDeployedError, model
+
+
+@model(name="picky", cpu=0.1, min=1, max=1)
+def picky(n: int) -> int:
+    if n < 0:
+        raise ValueError("n must not be negative")
+    return n + 1
+
+
+@pytest.fixture(scope="module")
+def picky_deployed(cluster):
+    picky.deploy()
+    yield
+    picky.delete()
+
+
+def test_run_returns_the_output(picky_deployed):
+    assert lambdaml.run("picky", {"n": 1}) == 2
+    prediction = lambdaml.create_prediction("picky", {"n": 2})
+    assert prediction["status"] == "succeeded" and prediction["output"] == 3
+
+
+def test_model_failure_raises_model_error_with_the_prediction(picky_deployed):
+    with pytest.raises(ModelError, match="must not be negative") as error:
+        lambdaml.run("picky", {"n": -1})
+    assert error.value.prediction["status"] == "failed"
+    with pytest.raises(ModelError, match="must not be negative"):
+        picky.remote(n=-1)
+
+
+def test_invalid_input_raises_input_error_naming_the_field(picky_deployed):
+    with pytest.raises(InputError) as error:
+        lambdaml.run("picky", {"n": "x"})
+    assert error.value.invalid_fields[0]["field"] == "n"
+    with pytest.raises(InputError, match="n: Field required"):
+        picky.remote()
+
+
+def test_unknown_model_is_a_clear_error(cluster):
+    with pytest.raises(NotDeployedError, match="No model named 'ghost'"):
+        lambdaml.run("ghost", {})
+
+    @model(name="ghost")
+    def ghost() -> int:
+        return 0
+
+    with pytest.raises(NotDeployedError, match="ghost"):
+        ghost.remote()

@@ -1,0 +1,65 @@
+"""The embedded cluster: loopback only, reused across processes, stopped without leftovers."""
+
+import json
+import subprocess
+import sys
+
+import httpx
+
+from lambdaml import cluster as lambdaml_cluster
+from lambdaml.cluster import _cluster_processes, cluster_settings
+
+
+def _listening_sockets() -> list[tuple[str, int]]:
+    """(local address, pid) of every listening TCP socket, from `ss`."""
+    output = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    sockets = []
+    for line in output.splitlines():
+        fields = line.split()
+        local = fields[3]
+        for part in line.split("pid=")[1:]:
+            sockets.append((local, int(part.split(",")[0])))
+    return sockets
+
+
+def test_every_cluster_listener_is_on_loopback(cluster):
+    settings = cluster_settings()
+    state = json.loads((settings.temp_dir / "lambdaml-cluster.json").read_text())
+    pids = set(_cluster_processes(settings.temp_dir, state["supervisor_pid"]))
+    ours = [(local, pid) for local, pid in _listening_sockets() if pid in pids]
+    assert any(local.endswith(f":{settings.http_port}") for local, _ in ours), "the HTTP ingress is not listening"
+    exposed = [(local, pid) for local, pid in ours if not local.rsplit(":", 1)[0].strip("[]").endswith("127.0.0.1")]
+    assert exposed == [], f"listeners not on 127.0.0.1: {exposed}"
+
+
+def test_dashboard_serves_on_loopback(cluster):
+    response = httpx.get(f"{cluster.dashboard_url}/api/serve/applications/", timeout=30)
+    assert response.status_code == 200
+
+
+def test_another_process_reuses_the_running_cluster(cluster):
+    code = "import lambdaml.cluster as c; print(c.start().supervisor_pid)"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert int(output.stdout.strip()) == cluster.supervisor_pid
+
+
+def test_shutdown_leaves_no_process_and_frees_the_ports(cluster, tmp_path_factory, monkeypatch):
+    """A second embedded cluster, on ports of its own, started and stopped."""
+    from tests.conftest import _free_port
+
+    temp_dir = f"/tmp/lmt-stop-{_free_port()}"
+    ports = {name: str(_free_port()) for name in ("LAMBDAML_RAY_PORT", "LAMBDAML_HTTP_PORT", "LAMBDAML_DASHBOARD_PORT")}
+    monkeypatch.setenv("LAMBDAML_TEMP_DIR", temp_dir)
+    for name, port in ports.items():
+        monkeypatch.setenv(name, port)
+    info = lambdaml_cluster.start()
+    settings = cluster_settings()
+    try:
+        assert httpx.get(f"{info.http_url}/-/routes", timeout=30).status_code in (200, 503)  # the ingress answers
+        assert _cluster_processes(settings.temp_dir, info.supervisor_pid)
+    finally:
+        assert lambdaml_cluster.shutdown() is True
+    assert _cluster_processes(settings.temp_dir, info.supervisor_pid) == []
+    ports_in_use = {local.rsplit(":", 1)[1] for local, _ in _listening_sockets()}
+    assert not ports_in_use & set(ports.values())
+    assert lambdaml_cluster.shutdown() is False

@@ -1,0 +1,133 @@
+"""ModelRuntime: setup, predictions, failures, logs and timeouts, without Ray in between."""
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from lambdaml import Input, InputError, Secret, model
+from lambdaml.runtime import ModelRuntime
+
+
+def predict(runtime: ModelRuntime, **inputs):
+    return asyncio.run(runtime.predict(inputs))
+
+
+@model
+def shout(text: str, token: Secret = Input(default="")) -> str:
+    print("got", text, token.get_secret_value())
+    logging.getLogger("shout").warning("logged %s", token.get_secret_value())
+    if text == "boom":
+        raise ValueError("cannot shout boom")
+    return text.upper()
+
+
+def test_success_has_replicate_fields_and_timing():
+    prediction = predict(ModelRuntime(shout), text="hi")
+    assert prediction.status == "succeeded" and prediction.output == "HI" and prediction.error is None
+    assert prediction.metrics["predict_time"] > 0
+    assert prediction.created_at <= prediction.started_at <= prediction.completed_at
+    assert len(prediction.id) == 32
+
+
+def test_user_exception_becomes_failed_prediction_without_traceback():
+    prediction = predict(ModelRuntime(shout), text="boom")
+    assert prediction.status == "failed"
+    assert prediction.error == "cannot shout boom"
+    assert "Traceback" not in prediction.error
+
+
+def test_debug_adds_the_traceback():
+    prediction = asyncio.run(ModelRuntime(shout, debug=True).predict({"text": "boom"}))
+    assert "Traceback" in prediction.error and "cannot shout boom" in prediction.error
+
+
+def test_logs_capture_print_and_logging_with_secrets_masked():
+    prediction = predict(ModelRuntime(shout), text="hi", token="tok-42")
+    assert "got hi **********" in prediction.logs
+    assert "logged **********" in prediction.logs
+    assert "tok-42" not in prediction.model_dump_json()
+
+
+def test_invalid_input_raises_before_running():
+    with pytest.raises(InputError):
+        predict(ModelRuntime(shout), text=3.5)
+
+
+def test_concurrent_predictions_keep_their_own_logs():
+    @model
+    async def slow(name: str) -> str:
+        for _ in range(3):
+            print(name)
+            await asyncio.sleep(0.01)
+        return name
+
+    runtime = ModelRuntime(slow)
+
+    async def both():
+        return await asyncio.gather(runtime.predict({"name": "a"}), runtime.predict({"name": "b"}))
+
+    first, second = asyncio.run(both())
+    assert first.logs == "a\na\na\n" and second.logs == "b\nb\nb\n"
+
+
+def test_timeout_fails_the_prediction():
+    @model(timeout=0.2)
+    def sleepy(seconds: float) -> str:
+        time.sleep(seconds)
+        return "done"
+
+    prediction = predict(ModelRuntime(sleepy), seconds=1)
+    assert prediction.status == "failed" and "timeout of 0.2 s" in prediction.error
+
+
+def test_class_setup_runs_once_and_teardown_on_request():
+    events = []
+
+    @model
+    class Counter:
+        def setup(self):
+            events.append("setup")
+            self.count = 0
+
+        def predict(self) -> int:
+            self.count += 1
+            return self.count
+
+        def teardown(self):
+            events.append("teardown")
+
+    runtime = ModelRuntime(Counter)
+    assert [predict(runtime).output for _ in range(3)] == [1, 2, 3]
+    runtime.teardown()
+    assert events == ["setup", "teardown"]
+    assert runtime.health()["status"] == "READY"
+
+
+def test_setup_failure_is_reported_not_raised():
+    @model
+    class Broken:
+        def setup(self):
+            print("loading weights")
+            raise RuntimeError("weights file is missing")
+
+        def predict(self) -> int:
+            return 1
+
+    runtime = ModelRuntime(Broken)
+    health = runtime.health()
+    assert health["status"] == "SETUP_FAILED"
+    assert health["setup"]["error"] == "weights file is missing"
+    assert "loading weights" in health["setup"]["logs"]
+    prediction = predict(runtime)
+    assert prediction.status == "failed" and "setup() failed" in prediction.error
+
+
+def test_unserialisable_output_fails_clearly():
+    @model
+    def odd() -> object:
+        return object()
+
+    prediction = predict(ModelRuntime(odd))
+    assert prediction.status == "failed" and "serialize" in prediction.error

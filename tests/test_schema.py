@@ -1,0 +1,127 @@
+"""The typed signature -> input model, output adapter and OpenAPI document."""
+
+import pytest
+from pydantic import BaseModel
+
+from lambdaml import ConfigError, Input, InputError, Secret, model
+from lambdaml.inputs import REDACTED
+
+
+class Caption(BaseModel):
+    text: str
+    score: float
+
+
+@model(name="typed")
+def typed(
+    prompt: str = Input(description="What to write about", min_length=1, max_length=20, regex=r"^[a-z ]+$"),
+    steps: int = Input(default=10, ge=1, le=50, description="Sampling steps"),
+    style: str = Input(default="plain", choices=["plain", "fancy"], description="Style"),
+    api_key: Secret = Input(default=None, description="Service key"),
+    ratio: float = 0.5,
+) -> list[Caption]:
+    return [Caption(text=prompt * 2, score=ratio)]
+
+
+def test_local_call_resolves_input_defaults():
+    result = typed(prompt="cat")
+    assert result == [Caption(text="catcat", score=0.5)]
+
+
+def test_local_call_still_requires_required_inputs():
+    with pytest.raises(TypeError, match="prompt"):
+        typed()
+
+
+def test_valid_inputs_get_defaults_and_types():
+    inputs = typed.schema.validate({"prompt": "a cat", "steps": "7"})
+    assert (inputs.steps, inputs.style, inputs.ratio) == (7, "plain", 0.5)
+
+
+def test_every_bad_field_is_named_with_its_constraint():
+    with pytest.raises(InputError) as error:
+        typed.schema.validate({"prompt": "UPPER", "steps": 99, "style": "wild", "bogus": 1})
+    fields = {f["field"]: f for f in error.value.invalid_fields}
+    assert set(fields) == {"prompt", "steps", "style", "bogus"}
+    assert fields["steps"]["constraint"] == {"le": 50}
+    assert "pattern" in fields["prompt"]["constraint"]
+    assert "'plain' or 'fancy'" in fields["style"]["message"]
+    assert "unknown input" in fields["bogus"]["message"]
+
+
+def test_missing_and_wrong_type_inputs():
+    with pytest.raises(InputError) as error:
+        typed.schema.validate({"steps": "many"})
+    fields = {f["field"]: f["type"] for f in error.value.invalid_fields}
+    assert fields == {"prompt": "missing", "steps": "int_parsing"}
+
+
+def test_secret_is_redacted_when_echoed_but_usable():
+    inputs = typed.schema.validate({"prompt": "a", "api_key": "sk-123"})
+    assert isinstance(inputs.api_key, Secret)
+    assert inputs.api_key.get_secret_value() == "sk-123"
+    assert "Bearer " + inputs.api_key == "Bearer sk-123"
+    assert typed.schema.echo(inputs)["api_key"] == REDACTED
+    assert "sk-123" not in repr(inputs) and "sk-123" not in f"{inputs.api_key}" and "sk-123" not in str(inputs.api_key)
+
+
+def test_output_models_are_dumped_as_json():
+    assert typed.schema.dump_output([Caption(text="x", score=1)]) == [{"text": "x", "score": 1.0}]
+
+
+def test_openapi_documents_inputs_constraints_and_output():
+    document = typed.openapi()
+    schemas = document["components"]["schemas"]
+    props = schemas["Input"]["properties"]
+    assert props["prompt"] == {
+        "description": "What to write about",
+        "maxLength": 20,
+        "minLength": 1,
+        "pattern": "^[a-z ]+$",
+        "title": "Prompt",
+        "type": "string",
+    }
+    assert props["steps"]["minimum"] == 1 and props["steps"]["maximum"] == 50 and props["steps"]["default"] == 10
+    assert props["style"]["enum"] == ["plain", "fancy"]
+    assert props["api_key"]["format"] == "password" and props["api_key"]["writeOnly"] is True
+    assert schemas["Input"]["required"] == ["prompt"]
+    assert schemas["Output"]["type"] == "array"
+    assert schemas["Caption"]["properties"]["score"]["type"] == "number"
+    assert set(document["paths"]) == {"/predictions", "/health-check", "/openapi.json"}
+    assert document["servers"] == [{"url": "/typed"}]
+
+
+def test_secret_defaults_never_show_in_the_schema():
+    @model
+    def keyed(key: Secret = Input(default="default-secret")) -> str:
+        return "ok"
+
+    text = str(keyed.openapi())
+    assert "default-secret" not in text and REDACTED in text
+
+
+def test_missing_annotation_is_a_clear_error():
+    @model
+    def untyped(x) -> int:
+        return 1
+
+    with pytest.raises(ConfigError, match="'x'.*no type annotation"):
+        untyped.schema
+
+
+def test_class_needs_a_predict_method():
+    @model
+    class NoPredict:
+        def setup(self):
+            pass
+
+    with pytest.raises(ConfigError, match="predict"):
+        NoPredict.schema
+
+
+def test_required_inputs_stay_required_after_shipping_to_a_replica():
+    import cloudpickle
+
+    shipped = cloudpickle.loads(cloudpickle.dumps(typed))
+    with pytest.raises(InputError, match="prompt: Field required"):
+        shipped.schema.validate({})

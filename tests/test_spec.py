@@ -1,0 +1,83 @@
+"""@model parameters: parsing, defaults and the errors raised at decoration time."""
+
+import pytest
+
+from lambdaml import ConfigError, model
+from lambdaml._resources import GpuRequest, parse_gpu, parse_memory
+from lambdaml.spec import kebab_case
+
+
+def test_gpu_strings_parse_to_type_and_count():
+    assert parse_gpu("A100") == GpuRequest("A100", 1)
+    assert parse_gpu("h100:2") == GpuRequest("H100", 2)
+    assert parse_gpu("A100-80GB").accelerator_type == "A100-80G"
+    assert parse_gpu("A100-40GB:4") == GpuRequest("A100-40GB", 4)
+
+
+@pytest.mark.parametrize("bad", ["A1000", ""])
+def test_unknown_gpu_names_list_the_accepted_values(bad):
+    with pytest.raises(ValueError, match="T4, L4, A10G, A100"):
+        parse_gpu(bad)
+
+
+@pytest.mark.parametrize("bad", ["H100:0", "H100:two", "T4:"])
+def test_bad_gpu_counts_are_refused(bad):
+    with pytest.raises(ValueError, match="count"):
+        parse_gpu(bad)
+
+
+def test_gpu_list_is_kept_in_preference_order():
+    @model(gpu=["H100", "A100:2"])
+    def f(x: int) -> int:
+        return x
+
+    assert f.spec.gpu == (GpuRequest("H100"), GpuRequest("A100", 2))
+
+
+def test_unknown_gpu_fails_at_decoration_naming_parameter_and_choices():
+    with pytest.raises(ConfigError) as error:
+
+        @model(gpu="A1000")
+        def f(x: int) -> int:
+            return x
+
+    assert "gpu" in str(error.value) and "H100" in str(error.value) and "A1000" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ({"min": 3, "max": 2}, ["min", "max"]),
+        ({"min": -1}, ["min", "greater than or equal to 0"]),
+        ({"cpu": -0.5}, ["cpu", "greater than 0"]),
+        ({"memory": "lots"}, ["memory", "8Gi"]),
+        ({"timeout": 0}, ["timeout"]),
+        ({"concurrency": 4, "max_concurrency": 2}, ["max_concurrency"]),
+        ({"name": "Not OK!"}, ["name", "lowercase"]),
+        ({"scaledown_after": -3}, ["scaledown_after"]),
+    ],
+)
+def test_invalid_parameters_raise_clear_config_errors(params, words):
+    with pytest.raises(ConfigError) as error:
+        model(**params)(lambda x: x)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_memory_units():
+    assert parse_memory("8Gi") == 8 * 1024**3
+    assert parse_memory("512Mi") == 512 * 1024**2
+    assert parse_memory("2G") == 2 * 1000**3
+    assert parse_memory(1024) == 1024
+
+
+def test_name_defaults_to_kebab_case_of_the_object():
+    assert kebab_case("EchoClass") == "echo-class"
+    assert kebab_case("make_thumbnail") == "make-thumbnail"
+
+    @model
+    class ImageCaptioner:
+        def predict(self, x: int) -> int:
+            return x
+
+    assert ImageCaptioner.name == "image-captioner"
