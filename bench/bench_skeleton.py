@@ -163,9 +163,9 @@ def run_mode(ingress: str, quick: bool) -> dict:
         {
             "LAMBDAML_INGRESS": ingress,
             "LAMBDAML_TEMP_DIR": f"/tmp/lmbench-{ingress}",
-            "LAMBDAML_RAY_PORT": "16390",
-            "LAMBDAML_HTTP_PORT": "18090",
-            "LAMBDAML_DASHBOARD_PORT": "18290",
+            "LAMBDAML_RAY_PORT": "6390",
+            "LAMBDAML_HTTP_PORT": "8090",
+            "LAMBDAML_DASHBOARD_PORT": "8290",
         }
     )
     for variable in ("LAMBDAML_ADDRESS", "RAY_ADDRESS", "LAMBDAML_URL"):

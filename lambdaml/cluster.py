@@ -340,7 +340,7 @@ def connect() -> ClusterInfo:
         # which a synchronous client like ours does not have.
         os.environ.update(_haproxy_driver_environment())
         os.environ["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] = "1"
-    if info.embedded:
+    if info.embedded or info.address.split(":")[0] in ("127.0.0.1", "localhost"):
         _driver_on_loopback()
     import atexit
 

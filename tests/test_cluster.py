@@ -63,3 +63,33 @@ def test_shutdown_leaves_no_process_and_frees_the_ports(cluster, tmp_path_factor
     ports_in_use = {local.rsplit(":", 1)[1] for local, _ in _listening_sockets()}
     assert not ports_in_use & set(ports.values())
     assert lambdaml_cluster.shutdown() is False
+
+
+def test_an_address_connects_to_that_cluster_instead(cluster):
+    """LAMBDAML_ADDRESS (here the session's own head, by address) is used as given."""
+    from lambdaml import model
+
+    @model(name="addressed", cpu=0.1, min=1, max=1)
+    def addressed(x: int) -> int:
+        return x + 1
+
+    addressed.deploy()
+    try:
+        settings = cluster_settings()
+        env = {
+            **__import__("os").environ,
+            "LAMBDAML_ADDRESS": f"127.0.0.1:{settings.ray_port}",
+            "LAMBDAML_URL": cluster.http_url,
+            "LAMBDAML_TEMP_DIR": "/tmp/lmt-not-used",  # would start a new cluster if the address were ignored
+        }
+        code = (
+            "import lambdaml, lambdaml.cluster as c\n"
+            "info = c.connect(); assert not info.embedded, info\n"
+            "print(lambdaml.run('addressed', {'x': 1}), lambdaml.Model.__name__)\n"
+            "from lambdaml.client import predict_remote; print(predict_remote('addressed', {'x': 2}))\n"
+        )
+        output = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert output.returncode == 0, output.stderr[-2000:]
+        assert output.stdout.split() == ["2", "Model", "3"]
+    finally:
+        addressed.delete()
