@@ -183,10 +183,11 @@ def start(resources: dict[str, float] | None = None) -> ClusterInfo:
     settings.temp_dir.mkdir(parents=True, exist_ok=True)
     (settings.temp_dir / "hp").mkdir(exist_ok=True)
     log_path = settings.temp_dir / "ray-start.log"
+    environment = _head_environment(settings)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             _ray_start_command(settings, resources or {}),
-            env=_head_environment(settings),
+            env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -202,13 +203,15 @@ def start(resources: dict[str, float] | None = None) -> ClusterInfo:
         temp_dir=str(settings.temp_dir),
     )
     _wait_for_head(process, settings, log_path)
-    keeper = _start_keeper(settings, info, log_path)
+    keeper = _start_keeper(settings, info, environment, log_path)
     _wait_for_port(keeper, settings.http_port, log_path, "the HTTP ingress")
     _state_path(settings).write_text(json.dumps(asdict(info)))
     return info
 
 
-def _start_keeper(settings: ClusterSettings, info: ClusterInfo, log_path: Path) -> subprocess.Popen:
+def _start_keeper(
+    settings: ClusterSettings, info: ClusterInfo, environment: dict[str, str], log_path: Path
+) -> subprocess.Popen:
     """Start the driver that owns Serve and keeps workers warm (see ``lambdaml._keeper``)."""
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -219,7 +222,7 @@ def _start_keeper(settings: ClusterSettings, info: ClusterInfo, log_path: Path) 
                 f"--warm-workers={settings.warm_workers}",
                 f"--temp-dir={settings.temp_dir}",
             ],
-            env=_head_environment(settings),
+            env=environment,  # the head's, so it sees the same ports and settings
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -358,13 +361,12 @@ def connect() -> ClusterInfo:
                 f"Cannot reach the Ray cluster at {info.address}: {exc}\n"
                 "Check LAMBDAML_ADDRESS (or RAY_ADDRESS), or unset it to use the local cluster."
             ) from None
-    port = int(info.http_url.rsplit(":", 1)[1])
-    if info.embedded:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-    else:
-        serve.start()
+    if not info.embedded:
+        serve.start()  # the embedded cluster's keeper has already started Serve on loopback
     _connected = info
-    atexit.register(_disconnect)  # before Ray's own exit hook: see _disconnect
+    # After Ray's own exit hook was registered, so ours runs first (see _disconnect).
+    atexit.unregister(_disconnect)
+    atexit.register(_disconnect)
     return info
 
 
