@@ -16,22 +16,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from _child import machine, run_child
 
 RESULTS = Path(__file__).parent / "results"
 CLIENTS = 8
 
 
 def echo(x: int = 1) -> int:
+    return x
+
+
+async def async_echo(x: int = 1) -> int:
     return x
 
 
@@ -97,8 +98,12 @@ def measure(quick: bool) -> dict:
     from lambdaml.deploy import app_status
 
     info = connect()
-    lambdaml_echo = model(name="bench-lambdaml", cpu=0.5, min=1, max=1, concurrency=CLIENTS)(echo)
-    lambdaml_echo.deploy()
+    # The same trivial function in both shapes. lambdaml runs ``async def`` on the
+    # replica's loop, as a bare Serve handler does, and ``def`` in a worker thread.
+    lambdaml_async = model(name="bench-lambdaml-async", cpu=0.5, min=1, max=1, concurrency=CLIENTS)(async_echo)
+    lambdaml_sync = model(name="bench-lambdaml-sync", cpu=0.5, min=1, max=1, concurrency=CLIENTS)(echo)
+    lambdaml_async.deploy()
+    lambdaml_sync.deploy()
 
     @serve.deployment(name="bench-bare", num_replicas=1, max_ongoing_requests=CLIENTS, ray_actor_options={"num_cpus": 0.5})
     class Bare:
@@ -107,20 +112,27 @@ def measure(quick: bool) -> dict:
             return {"output": echo(**body["input"])}
 
     serve.run(Bare.bind(), name="bench-bare", route_prefix="/bench-bare")
-    time.sleep(2)  # let the ingress pick up both routes
+    time.sleep(2)  # let the ingress pick up the routes
     body = {"input": {"x": 1}}
-    urls = {"lambdaml": f"{info.http_url}/bench-lambdaml/predictions", "bare": f"{info.http_url}/bench-bare"}
+    urls = {
+        "bare": f"{info.http_url}/bench-bare",
+        "lambdaml_async": f"{info.http_url}/bench-lambdaml-async/predictions",
+        "lambdaml_sync": f"{info.http_url}/bench-lambdaml-sync/predictions",
+    }
     rounds, count, seconds = (1, 300, 3) if quick else (3, 1000, 5)
     warm: dict[str, dict[str, list[float]]] = {name: {"p50": [], "p99": [], "rps": []} for name in urls}
-    for _ in range(rounds):
-        for name, url in urls.items():
+    for round_index in range(rounds):
+        names = list(urls)
+        for name in names[round_index % len(names) :] + names[: round_index % len(names)]:  # rotate who goes first
+            url = urls[name]
             samples = sorted(latencies(url, body, count))
             warm[name]["p50"].append(samples[len(samples) // 2] * 1000)
             warm[name]["p99"].append(samples[int(len(samples) * 0.99)] * 1000)
             warm[name]["rps"].append(throughput(url, body, seconds))
     result = {name: {k: statistics.median(v) for k, v in m.items()} for name, m in warm.items()}
     serve.delete("bench-bare")
-    lambdaml_echo.delete()
+    lambdaml_async.delete()
+    lambdaml_sync.delete()
 
     cold_lambdaml = model(name="bench-cold", cpu=0.5, min=0, max=1, scaledown_after=1)(echo)
     cold_lambdaml.deploy()
@@ -158,26 +170,14 @@ def measure(quick: bool) -> dict:
 
 def run_mode(ingress: str, quick: bool) -> dict:
     """Measure one ingress mode in a child process with a cluster of its own."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "LAMBDAML_INGRESS": ingress,
-            "LAMBDAML_TEMP_DIR": f"/tmp/lmbench-{ingress}",
-            "LAMBDAML_RAY_PORT": "6390",
-            "LAMBDAML_HTTP_PORT": "8090",
-            "LAMBDAML_DASHBOARD_PORT": "8290",
-        }
-    )
-    for variable in ("LAMBDAML_ADDRESS", "RAY_ADDRESS", "LAMBDAML_URL"):
-        env.pop(variable, None)
-    command = [sys.executable, __file__, "--child"] + (["--quick"] if quick else [])
-    try:
-        output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    except subprocess.CalledProcessError as error:
-        raise SystemExit(f"{ingress} run failed:\n{error.stderr[-4000:]}") from None
-    finally:
-        subprocess.run([sys.executable, "-c", "import lambdaml; lambdaml.shutdown()"], env=env, check=False)
-    return json.loads(output.strip().splitlines()[-1])
+    overrides = {
+        "LAMBDAML_INGRESS": ingress,
+        "LAMBDAML_TEMP_DIR": f"/tmp/lmbench-{ingress}",
+        "LAMBDAML_RAY_PORT": "6390",
+        "LAMBDAML_HTTP_PORT": "8090",
+        "LAMBDAML_DASHBOARD_PORT": "8290",
+    }
+    return run_child(__file__, ["--quick"] if quick else [], overrides, f"{ingress} run")
 
 
 def report(results: dict) -> str:
@@ -186,32 +186,39 @@ def report(results: dict) -> str:
         "|---|---|---:|---:|---:|",
     ]
     for ingress, result in results.items():
-        for name in ("bare", "lambdaml"):
+        for name in ("bare", "lambdaml_async", "lambdaml_sync"):
             r = result[name]
             lines.append(f"| {ingress} | {name} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} |")
     lines.append("")
-    lines.append("| ingress | p50 ratio lambdaml/bare (goal <= 1.10) | cold start lambdaml s (goal <= 2) | cold start Ray defaults s |")
-    lines.append("|---|---:|---:|---:|")
+    lines.append(
+        "| ingress | p50 ratio, async def (goal <= 1.10) | p50 ratio, def | "
+        "cold start lambdaml s (goal <= 2) | cold start Ray defaults s |"
+    )
+    lines.append("|---|---:|---:|---:|---:|")
     for ingress, result in results.items():
-        ratio = result["lambdaml"]["p50"] / result["bare"]["p50"]
+        bare = result["bare"]["p50"]
+        ratio_async, ratio_sync = result["lambdaml_async"]["p50"] / bare, result["lambdaml_sync"]["p50"] / bare
         cold = result["cold_start_s"]
-        lines.append(f"| {ingress} | {ratio:.2f} | {cold['lambdaml']:.2f} | {cold['ray_defaults']:.2f} |")
+        lines.append(
+            f"| {ingress} | {ratio_async:.2f} | {ratio_sync:.2f} | {cold['lambdaml']:.2f} | {cold['ray_defaults']:.2f} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
+    parser.add_argument("--ingress", choices=["haproxy", "python"], action="append", help="only this mode (repeatable)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.quick)))
         return
-    results = {ingress: run_mode(ingress, args.quick) for ingress in ("haproxy", "python")}
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"
+    results = {ingress: run_mode(ingress, args.quick) for ingress in args.ingress or ("haproxy", "python")}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "skeleton.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-    print(f"Machine: {machine}\n")
+    name = "skeleton.json" if not args.ingress else f"skeleton-{'-'.join(args.ingress)}.json"
+    (RESULTS / name).write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+    print(f"Machine: {machine()}\n")
     print(report(results))
 
 

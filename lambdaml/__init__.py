@@ -13,7 +13,7 @@ Importing lambdaml does not import Ray; the cluster is reached on first use.
 
 from lambdaml.client import create_prediction, run
 from lambdaml.cluster import shutdown
-from lambdaml.deploy import Deployment
+from lambdaml.deploy import Deployment, rollback, versions
 from lambdaml.errors import (
     ClusterError,
     ConfigError,
@@ -40,6 +40,8 @@ __all__ = [
     "Secret",
     "create_prediction",
     "model",
+    "rollback",
     "run",
     "shutdown",
+    "versions",
 ]

@@ -13,7 +13,6 @@ ended with the cluster.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 

@@ -76,3 +76,8 @@ def http_base_url() -> str:
 def debug_enabled() -> bool:
     """``LAMBDAML_DEBUG=1`` adds tracebacks to failed predictions."""
     return os.environ.get("LAMBDAML_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def artifact_store_url() -> str:
+    """Where artifacts live: ``LAMBDAML_ARTIFACTS`` (any fsspec URL), else ``~/.lambdaml/artifacts``."""
+    return os.environ.get("LAMBDAML_ARTIFACTS") or str(Path.home() / ".lambdaml" / "artifacts")

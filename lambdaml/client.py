@@ -58,10 +58,10 @@ def predict_remote(name: str, inputs: dict[str, Any]) -> Any:
 
     info = cluster.connect()
     try:
-        handle = cluster.app_handle(name)
+        cluster.app_handle(name)
     except (RayServeException, KeyError, ValueError):
         raise _not_deployed(name, info.address) from None
-    result = handle.predict.remote(inputs).result()
+    result = cluster.call_app(name, "predict", inputs)
     if "invalid" in result:
         raise InputError(result["invalid"]["detail"], result["invalid"]["invalid_fields"])
     return _output_of(result["prediction"])

@@ -11,6 +11,8 @@ references its private temp dir, so nothing is left behind.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import logging
 import os
@@ -321,6 +323,11 @@ def shutdown() -> bool:
 _connected: ClusterInfo | None = None
 
 
+def is_loopback(address: str) -> bool:
+    """True for a cluster address on this machine's loopback (``127.0.0.1:6379``, ``localhost:6379``)."""
+    return address.split(":")[0] in ("127.0.0.1", "localhost")
+
+
 def connect() -> ClusterInfo:
     """Connect this process to the cluster (embedded by default) with Serve running."""
     global _connected
@@ -343,7 +350,7 @@ def connect() -> ClusterInfo:
         # which a synchronous client like ours does not have.
         os.environ.update(_haproxy_driver_environment())
         os.environ["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] = "1"
-    if info.embedded or info.address.split(":")[0] in ("127.0.0.1", "localhost"):
+    if info.embedded or is_loopback(info.address):
         _driver_on_loopback()
     import atexit
 
@@ -399,6 +406,22 @@ def app_handle(name: str) -> Any:
     if name not in _handles:
         _handles[name] = serve.get_app_handle(name)
     return _handles[name]
+
+
+def call_app(name: str, method: str, *args: Any) -> Any:
+    """Call ``method`` of application ``name`` through its handle and wait for the result.
+
+    Works where an event loop is already running (a Jupyter kernel): Serve's
+    blocking ``result()`` refuses to run on such a thread, so the wait moves to
+    a short-lived helper thread instead.
+    """
+    response = getattr(app_handle(name), method).remote(*args)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop here: wait on this thread
+        return response.result()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as waiter:
+        return waiter.submit(response.result).result()
 
 
 def forget_handle(name: str) -> None:

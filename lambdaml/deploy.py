@@ -1,8 +1,10 @@
-"""The deploy stage: a packaged model becomes a Ray Serve application.
+"""The deploy stage: a model becomes a versioned Ray Serve application.
 
-One application per model, named after it and routed at ``/{name}``. This is
-the only module that translates ``@model`` parameters into Ray Serve options;
-read ``serve_options`` to see exactly what a spec means to Serve.
+``deploy`` packages the model into an artifact (``lambdaml.package``), stores
+it (``lambdaml.artifacts``), works out what the cluster must install
+(``lambdaml.environment``) and runs it through the Serve application builder
+(``lambdaml.app``). ``rollback`` and ``versions`` work from the store alone,
+so they need none of the model's code.
 """
 
 from __future__ import annotations
@@ -13,22 +15,13 @@ from typing import Any
 
 import httpx
 
-from lambdaml import cluster
-from lambdaml._resources import GpuRequest
+from lambdaml import cluster, environment
 from lambdaml._settings import debug_enabled
+from lambdaml.app import build, check_schedulable, cluster_gpu_types, serve_options
+from lambdaml.artifacts import ArtifactStore, Manifest, VersionInfo, load_manifest
 from lambdaml.errors import DeployError, NotDeployedError
 from lambdaml.model import Model
-from lambdaml.package import pack, version_id
-from lambdaml.spec import ModelSpec
-
-# Autoscaling metrics every 0.5 s over a 2 s window, instead of Serve's 10 s
-# push and 30 s window: a request arriving at zero replicas gets a replica in
-# ~1.5 s instead of ~12 s on a laptop, and idle replicas go away on time.
-METRICS_INTERVAL_S = 0.25
-LOOK_BACK_PERIOD_S = 2.0
-UPSCALE_DELAY_S = 0.0
-DEFAULT_CPUS = 1.0
-
+from lambdaml.package import build as build_artifact
 
 @dataclass(frozen=True)
 class Deployment:
@@ -48,67 +41,67 @@ class Deployment:
         return app_status(self.name)
 
 
-def choose_gpu(preferences: tuple[GpuRequest, ...], available: set[str]) -> GpuRequest | None:
-    """The first preferred GPU type the cluster has; else the first (an autoscaler may add it)."""
-    if not preferences:
-        return None
-    for request in preferences:
-        if request.accelerator_type in available:
-            return request
-    return preferences[0]
-
-
-def serve_options(spec: ModelSpec, available_gpus: set[str] = frozenset()) -> dict[str, Any]:
-    """Keyword arguments for ``serve.deployment(...).options()`` that implement ``spec``."""
-    actor_options: dict[str, Any] = {"num_cpus": DEFAULT_CPUS if spec.cpu is None else spec.cpu}
-    gpu = choose_gpu(spec.gpu, set(available_gpus))
-    if gpu is not None:
-        actor_options.update(num_gpus=gpu.count, accelerator_type=gpu.accelerator_type)
-    if spec.memory is not None:
-        actor_options["memory"] = spec.memory
-    return {
-        "name": spec.name,
-        "max_ongoing_requests": spec.ongoing_limit,
-        "ray_actor_options": actor_options,
-        "autoscaling_config": {
-            "min_replicas": spec.min,
-            "max_replicas": spec.max,
-            "target_ongoing_requests": spec.concurrency,
-            "metrics_interval_s": METRICS_INTERVAL_S,
-            "look_back_period_s": LOOK_BACK_PERIOD_S,
-            "upscale_delay_s": UPSCALE_DELAY_S,
-            "downscale_delay_s": spec.scaledown_after,
-            "downscale_to_zero_delay_s": spec.scaledown_after,
-        },
-    }
-
-
-def _cluster_gpu_types() -> set[str]:
-    import ray
-
-    prefix = "accelerator_type:"
-    return {key[len(prefix) :] for key in ray.cluster_resources() if key.startswith(prefix)}
+def _store_for(info: cluster.ClusterInfo) -> ArtifactStore:
+    store = ArtifactStore()
+    local_store = "://" not in store.url or store.url.startswith("file://")
+    if local_store and not (info.embedded or cluster.is_loopback(info.address)):
+        raise DeployError(
+            f"Artifacts are stored in the local folder {store.url}, which replicas on the cluster at "
+            f"{info.address} cannot read. Set LAMBDAML_ARTIFACTS to a bucket they can reach "
+            "(s3://bucket/lambdaml or gs://bucket/lambdaml)."
+        )
+    return store
 
 
 def deploy(model: Model, wait: bool = True, timeout: float = 300.0) -> Deployment:
-    """Package ``model``, run it as a Serve application and (by default) wait for it."""
-    from ray import serve
-
-    from lambdaml.server import ModelServer
-
+    """Package ``model``, store the artifact, run it as a Serve application and (by default) wait for it."""
     info = cluster.connect()
     model.schema  # describe now: a bad annotation fails here, not in a replica
-    payload = pack(model)
-    version = version_id(payload)
-    options = serve_options(model.spec, _cluster_gpu_types())
-    app = serve.deployment(ModelServer).options(**options).bind(payload, debug_enabled())
-    target = serve.RunTarget(target=app, name=model.name, route_prefix=f"/{model.name}")
-    serve.run_many([target], wait_for_applications_running=False)
+    python, _ = environment.cluster_environment(info.address)
+    environment.check_python(python)
+    secrets = environment.secret_values(model.spec.secrets)
+    manifest, code = build_artifact(model, secrets)
+    store = _store_for(info)
+    return _run(store, store.save(manifest, code), secrets, wait, timeout)
+
+
+def rollback(name: str, version: str | None = None, wait: bool = True, timeout: float = 300.0) -> Deployment:
+    """Redeploy the version of ``name`` deployed before the current one, or ``version``."""
+    info = cluster.connect()
+    store = _store_for(info)
+    version = version or store.previous_version(name)
+    try:
+        manifest = load_manifest(store.artifact_url(name, version))
+    except FileNotFoundError:
+        known = ", ".join(v.version for v in store.versions(name))
+        raise NotDeployedError(f"{name!r} has no version {version!r}; known versions: {known}") from None
+    environment.check_python(environment.cluster_environment(info.address)[0], manifest.python)
+    secrets = environment.secret_values(manifest.model_spec().secrets)
+    return _run(store, manifest, secrets, wait, timeout)
+
+
+def versions(name: str) -> list[VersionInfo]:
+    """Stored versions of ``name``, oldest first, with deploy times; no secret values."""
+    return ArtifactStore().versions(name)
+
+
+def _run(store: ArtifactStore, manifest: Manifest, secrets: dict[str, str], wait: bool, timeout: float) -> Deployment:
+    from ray import serve
+
+    info = cluster.connect()
+    spec = manifest.model_spec()
+    install = environment.missing(manifest.requirements, environment.cluster_environment(info.address)[1])
+    if info.embedded:
+        check_schedulable(spec.name, serve_options(spec, cluster_gpu_types())["ray_actor_options"])
+    artifact = store.artifact_url(spec.name, manifest.version)
+    app = build({"artifact": artifact, "install": install, "secrets": secrets, "debug": debug_enabled()})
+    serve.run_many([serve.RunTarget(target=app, name=spec.name, route_prefix=f"/{spec.name}")], wait_for_applications_running=False)
     if wait:
         deadline = time.monotonic() + timeout
-        _wait_until_running(model, deadline)
-        _wait_for_route(info.http_url, model.name, deadline)
-    return Deployment(model.name, f"{info.http_url}/{model.name}", version, info.dashboard_url)
+        _wait_until_running(spec.name, spec.min, deadline)
+        _wait_for_route(info.http_url, spec.name, deadline)
+    store.record_deploy(spec.name, manifest.version)
+    return Deployment(spec.name, f"{info.http_url}/{spec.name}", manifest.version, info.dashboard_url)
 
 
 def _enum_value(value: Any) -> str:
@@ -133,25 +126,25 @@ def app_status(name: str) -> dict[str, Any]:
     return {"status": _enum_value(app.status), "message": "\n".join(messages), "replicas": replicas}
 
 
-def _wait_until_running(model: Model, deadline: float) -> None:
+def _wait_until_running(name: str, min_replicas: int, deadline: float) -> None:
     while True:
-        state = app_status(model.name)
+        state = app_status(name)
         if state["status"] == "RUNNING":
             break
         if state["status"] in ("DEPLOY_FAILED", "UNHEALTHY"):
-            raise DeployError(f"Deploying {model.name!r} failed: {state['message'] or state['status']}")
+            raise DeployError(f"Deploying {name!r} failed: {state['message'] or state['status']}")
         if time.monotonic() > deadline:
             raise DeployError(
-                f"{model.name!r} was not ready in time ({state['status']}, replicas: "
+                f"{name!r} was not ready in time ({state['status']}, replicas: "
                 f"{state['replicas'] or 'none'}). {state['message']}".strip()
             )
         time.sleep(0.1)
-    if model.spec.min > 0:
-        health = cluster.app_handle(model.name).health.remote().result()
+    if min_replicas > 0:
+        health = cluster.call_app(name, "health")
         if health["status"] == "SETUP_FAILED":
             setup = health["setup"]
             raise DeployError(
-                f"{model.name!r} is deployed but its setup() failed: {setup['error']}\n"
+                f"{name!r} is deployed but its setup() failed: {setup['error']}\n"
                 f"Setup logs:\n{setup['logs']}".rstrip()
             )
 

@@ -104,6 +104,10 @@ def model(
     max_concurrency: int | None = None,
     scaledown_after: float = 60.0,
     timeout: float | None = None,
+    packages: list[str] | None = None,
+    requirements: str | None = None,
+    env: dict[str, str] | None = None,
+    secrets: list[str] | None = None,
 ) -> Callable[[Any], Model]: ...
 
 
@@ -111,11 +115,14 @@ def model(target: Any = None, /, **params: Any) -> Any:
     """Make a function or class deployable.
 
     ``@model`` or ``@model(name=..., gpu="A100", cpu=1, memory="8Gi", min=0, max=10,
-    concurrency=1, max_concurrency=None, scaledown_after=60, timeout=None)``.
+    concurrency=1, max_concurrency=None, scaledown_after=60, timeout=None,
+    packages=None, requirements=None, env=None, secrets=None)``.
+
+    Without ``packages`` or ``requirements``, the third-party packages the code
+    imports are detected and pinned to the versions installed here.
     """
 
-    if params.get("name") is None:
-        params.pop("name", None)
+    params = {key: value for key, value in params.items() if value is not None}  # None means "the default"
 
     def decorate(obj: Any) -> Model:
         if isinstance(obj, Model):

@@ -1,53 +1,38 @@
-"""The package stage: turn a ``Model`` into bytes a replica can load, and a version id.
+"""The package stage: a ``Model`` becomes an artifact a replica can load.
 
-Code the cluster cannot import (``__main__``, notebook cells, a script's
-helper modules that are not installed) is pickled by value with cloudpickle;
-installed packages travel by reference. The version id is the content hash of
-those bytes, so identical code always gets the same id.
+Code the cluster cannot import (``__main__``, notebook cells, helper modules
+that are not installed) is pickled by value with cloudpickle; installed
+packages travel by reference and are listed, pinned, in the manifest.
+``lambdaml.environment`` finds both; ``lambdaml.artifacts`` stores the result.
 """
 
 from __future__ import annotations
 
-import hashlib
-import sys
-import sysconfig
-from pathlib import Path
+import warnings
 from types import ModuleType
 
 import cloudpickle
 
+from lambdaml.artifacts import Manifest
+from lambdaml.environment import CLIENT_PYTHON, requirements_for, scan_code
+from lambdaml.errors import ConfigError
 from lambdaml.model import Model
 
-_INSTALLED_ROOTS = tuple(
-    str(Path(p).resolve())
-    for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], sysconfig.get_paths()["stdlib"]}
-)
+LARGE_ARTIFACT_BYTES = 10 * 1024 * 1024
 
 
-def _is_installed(module: ModuleType) -> bool:
-    """True for the standard library and site-packages: the cluster imports those itself."""
-    path = getattr(module, "__file__", None)
-    if path is None:  # builtins, namespace packages
-        return True
-    return str(Path(path).resolve()).startswith(_INSTALLED_ROOTS)
+class LargeArtifactWarning(UserWarning):
+    """The pickled model is big: it probably captured data that belongs in files or weight URLs."""
 
 
-def _user_module(target: object) -> ModuleType | None:
-    module = sys.modules.get(getattr(target, "__module__", "") or "")
-    if module is None or module.__name__ == "__main__" or module.__name__.startswith("lambdaml."):
-        return None
-    return None if _is_installed(module) else module
-
-
-def pack(model: Model) -> bytes:
-    """Serialise the model; its own module goes by value unless it is installed."""
-    module = _user_module(model.target)
-    if module is not None:
+def pack(model: Model, by_value: list[ModuleType] = ()) -> bytes:
+    """Serialise the model, with ``by_value`` modules inside the bytes instead of imported by name."""
+    for module in by_value:
         cloudpickle.register_pickle_by_value(module)
     try:
         return cloudpickle.dumps(model)
     finally:
-        if module is not None:
+        for module in by_value:
             cloudpickle.unregister_pickle_by_value(module)
 
 
@@ -59,7 +44,27 @@ def unpack(payload: bytes) -> Model:
     return model
 
 
-def version_id(payload: bytes) -> str:
-    """Content hash of the package: same code and spec, same version."""
-    return hashlib.sha256(payload).hexdigest()[:12]
-
+def build(model: Model, secrets: dict[str, str]) -> tuple[Manifest, bytes]:
+    """The artifact of ``model``: its manifest and code. ``secrets`` are only checked for, never stored."""
+    scan = scan_code(model.target)
+    code = pack(model, scan.local_modules)
+    leaked = [name for name, value in secrets.items() if len(value) >= 4 and value.encode() in code]
+    if leaked:
+        raise ConfigError(
+            f"The code of {model.name!r} holds the value of secret {', '.join(leaked)} (read at import time?). "
+            f"Read it inside setup() or predict() with os.environ[{leaked[0]!r}] so it is not stored with the code."
+        )
+    if len(code) > LARGE_ARTIFACT_BYTES:
+        warnings.warn(
+            f"{model.name!r} pickles to {len(code) / 2**20:.0f} MB: its code captures large objects. "
+            "Load big data in setup() from a file or a weights URL (s3://, gs://, https://) instead.",
+            LargeArtifactWarning,
+            stacklevel=3,
+        )
+    manifest = Manifest(
+        name=model.name,
+        python=CLIENT_PYTHON,
+        spec=model.spec.model_dump(mode="json"),
+        requirements=requirements_for(model.spec, scan),
+    )
+    return manifest, code

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lambdaml import _logs
+from lambdaml._threads import SyncRunner
 from lambdaml.model import Model
 from lambdaml.schema import Prediction
 
@@ -35,15 +36,16 @@ def _error_message(exc: BaseException, debug: bool) -> str:
 class ModelRuntime:
     """One replica's model: set up once, then predict many times."""
 
-    def __init__(self, model: Model, debug: bool = False):
+    def __init__(self, model: Model, debug: bool = False, masked: list[str] = ()):
         _logs.install()
+        self._masked = list(masked)  # secret values from the environment: never in logs
         self.spec = model.spec
         self.schema = model.schema
         self.debug = debug
         self._instance: Any = None
         self._predict: Any = model.target
         self._setup = {"started_at": _now(), "status": "succeeded", "logs": "", "error": None}
-        with _logs.capture() as logs:
+        with _logs.capture(self._masked) as logs:
             try:
                 if model.is_class:
                     self._instance = model.target()
@@ -54,6 +56,7 @@ class ModelRuntime:
                 self._setup.update(status="failed", error=_error_message(exc, debug))
         self._setup.update(completed_at=_now(), logs=logs.text())
         self._is_async = inspect.iscoroutinefunction(self._predict)
+        self._threads = SyncRunner(f"{self.spec.name}-predict")
 
     @property
     def setup_failed(self) -> bool:
@@ -75,12 +78,12 @@ class ModelRuntime:
                 error=f"The model's setup() failed, so it cannot predict: {self._setup['error']}",
             )
         kwargs = {name: getattr(inputs, name) for name in type(inputs).model_fields}
-        secrets = [kwargs[name].get_secret_value() for name in self.schema.secret_fields if kwargs[name]]
+        secrets = self._masked + [kwargs[name].get_secret_value() for name in self.schema.secret_fields if kwargs[name]]
         started_at, started = _now(), time.perf_counter()
         output, error = None, None
         with _logs.capture(secrets) as logs:
             try:
-                call = self._predict(**kwargs) if self._is_async else asyncio.to_thread(self._predict, **kwargs)
+                call = self._predict(**kwargs) if self._is_async else self._threads.run(self._predict, kwargs)
                 output = self.schema.dump_output(await asyncio.wait_for(call, self.spec.timeout))
             except TimeoutError:
                 error = f"The prediction took longer than its timeout of {self.spec.timeout:g} s (@model(timeout=...))"

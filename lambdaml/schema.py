@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from lambdaml.errors import ConfigError, InputError
-from lambdaml.inputs import REQUIRED, Input, Secret
+from lambdaml.inputs import Input, Secret
 
 _REF = "#/components/schemas/{model}"
 

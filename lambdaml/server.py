@@ -9,6 +9,7 @@ answers ``DeploymentHandle`` calls (``Model.remote``) through ``predict``.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,6 +17,7 @@ from pydantic_core import to_json
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lambdaml.artifacts import load_code, load_manifest
 from lambdaml.errors import InputError
 from lambdaml.package import unpack
 from lambdaml.runtime import ModelRuntime
@@ -56,11 +58,27 @@ def _envelope_error(exc: ValidationError) -> InputError:
     return InputError(f"Invalid request. {summary}", fields)
 
 
-class ModelServer:
-    """One replica. Ray Serve constructs it with the packaged model."""
+def _apply_environment(env: dict[str, str], secret_names: tuple[str, ...], secrets: dict[str, str] | None) -> list[str]:
+    """Set the model's variables and secrets before its code is loaded; returns the secret values."""
+    os.environ.update(env)
+    if secrets is None:  # a declarative deploy: the cluster provides them
+        secrets = {name: os.environ[name] for name in secret_names if name in os.environ}
+    os.environ.update(secrets)
+    absent = [name for name in secret_names if name not in secrets]
+    if absent:
+        raise RuntimeError(f"secret {', '.join(absent)} is not set in the replica's environment")
+    return list(secrets.values())
 
-    def __init__(self, payload: bytes, debug: bool = False):
-        self.runtime = ModelRuntime(unpack(payload), debug=debug)
+
+class ModelServer:
+    """One replica. Ray Serve constructs it with the URL of the model's artifact."""
+
+    def __init__(self, artifact: str, secrets: dict[str, str] | None = None, debug: bool = False):
+        manifest = load_manifest(artifact)
+        spec = manifest.model_spec()
+        self.version = manifest.version
+        secret_values = _apply_environment(spec.env, spec.secrets, secrets)
+        self.runtime = ModelRuntime(unpack(load_code(artifact)), debug=debug, masked=secret_values)
         self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))
 
     async def __call__(self, request: Request) -> Response:
@@ -70,7 +88,7 @@ class ModelServer:
         if path == "/predictions" and method == "POST":
             return await self._http_predict(await request.body())
         if path == "/health-check" and method == "GET":
-            return _json(self.runtime.health())
+            return _json(self.health_status())
         if path == "/openapi.json" and method == "GET":
             return Response(self._openapi, media_type="application/json")
         if path in ("/predictions", "/health-check", "/openapi.json"):
@@ -98,8 +116,11 @@ class ModelServer:
             return {"invalid": {"detail": str(exc), "invalid_fields": exc.invalid_fields}}
         return {"prediction": prediction.model_dump(mode="json")}
 
+    def health_status(self) -> dict[str, Any]:
+        return {**self.runtime.health(), "version": self.version}
+
     async def health(self) -> dict[str, Any]:
-        return self.runtime.health()
+        return self.health_status()
 
     def __del__(self) -> None:
         # Ray Serve calls __del__ when it stops a replica: the model's teardown().

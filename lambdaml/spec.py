@@ -8,20 +8,30 @@ serialisable.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lambdaml._resources import GPU_HELP, MEMORY_HELP, GpuRequest, parse_gpu, parse_memory
 from lambdaml.errors import ConfigError
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def kebab_case(name: str) -> str:
     """``EchoClass`` / ``echo_class`` -> ``echo-class``: the default model name."""
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", name)
     return re.sub(r"[^a-z0-9]+", "-", spaced.lower()).strip("-")
+
+
+def _gpu_item(value: Any) -> GpuRequest:
+    if isinstance(value, GpuRequest):
+        return value
+    if isinstance(value, dict):  # read back from a stored manifest
+        return GpuRequest(**value)
+    return parse_gpu(value)
 
 
 class ModelSpec(BaseModel):
@@ -39,6 +49,10 @@ class ModelSpec(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1, description="Hard limit of in-flight requests per replica")
     scaledown_after: float = Field(default=60.0, ge=0, description="Idle seconds before removing a replica")
     timeout: float | None = Field(default=None, gt=0, description="Seconds one prediction may run")
+    packages: tuple[str, ...] = Field(default=(), description="pip requirements, e.g. 'tabulate==0.9.0'")
+    requirements: str | None = Field(default=None, description="Path of a requirements.txt file")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables set in the replicas")
+    secrets: tuple[str, ...] = Field(default=(), description="Names of environment variables delivered as secrets")
 
     @field_validator("name")
     @classmethod
@@ -60,8 +74,26 @@ class ModelSpec(BaseModel):
         if isinstance(value, str):
             return (parse_gpu(value),)
         if isinstance(value, (list, tuple)) and value:
-            return tuple(v if isinstance(v, GpuRequest) else parse_gpu(v) for v in value)
+            return tuple(_gpu_item(v) for v in value)
+        if isinstance(value, (list, tuple)):  # a stored spec without GPUs
+            return ()
         raise ValueError(f"expected {GPU_HELP}; got {value!r}")
+
+    @field_validator("requirements")
+    @classmethod
+    def _check_requirements(cls, value: str | None, info: ValidationInfo) -> str | None:
+        stored = bool(info.context and info.context.get("stored"))  # read back on another machine
+        if value is not None and not stored and not Path(value).is_file():
+            raise ValueError(f"no file at {value!r} (relative to {Path.cwd()}); expected a requirements.txt path")
+        return value
+
+    @field_validator("env", "secrets")
+    @classmethod
+    def _check_variable_names(cls, value: Any) -> Any:
+        bad = [name for name in value if not _ENV_NAME.match(name)]
+        if bad:
+            raise ValueError(f"{', '.join(map(repr, bad))} cannot be environment variable names (letters, digits, _)")
+        return value
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -77,6 +109,13 @@ class ModelSpec(BaseModel):
                 f"max_concurrency ({self.max_concurrency}) is below concurrency ({self.concurrency}); "
                 "it must be at least the target"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_secrets_apart(self) -> "ModelSpec":
+        both = sorted(set(self.env) & set(self.secrets))
+        if both:
+            raise ValueError(f"{', '.join(both)} is both in env and in secrets; list a variable in one of them")
         return self
 
     @property

@@ -26,6 +26,7 @@ TEST_TEMP_DIR = Path(tempfile.gettempdir()) / f"lmt-{os.getpid()}"  # short: soc
 os.environ.update(
     {
         "LAMBDAML_TEMP_DIR": str(TEST_TEMP_DIR),
+        "LAMBDAML_ARTIFACTS": str(TEST_TEMP_DIR / "artifacts"),
         "LAMBDAML_RAY_PORT": str(_free_port()),
         "LAMBDAML_HTTP_PORT": str(_free_port()),
         "LAMBDAML_DASHBOARD_PORT": str(_free_port()),

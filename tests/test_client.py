@@ -52,3 +52,21 @@ def test_unknown_model_is_a_clear_error(cluster):
 
     with pytest.raises(NotDeployedError, match="ghost"):
         ghost.remote()
+
+
+def test_remote_works_where_an_event_loop_is_running(deployed):
+    """As in a Jupyter kernel, whose main thread runs an asyncio loop."""
+    import asyncio
+
+    from lambdaml import model
+
+    @model(name="in-loop", cpu=0.1, min=1)
+    def in_loop(x: int) -> int:
+        return x + 1
+
+    deployed(in_loop)
+
+    async def inside_a_loop() -> int:
+        return in_loop.remote(x=1)
+
+    assert asyncio.run(inside_a_loop()) == 2

@@ -1,15 +1,16 @@
 """Deploying on a real local Ray: function and class forms, placement, scale to zero."""
 
 import os
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 import lambdaml
 from lambdaml import DeployError, Input, model
-from lambdaml.deploy import app_status, choose_gpu, serve_options
-from lambdaml._resources import GpuRequest
+from lambdaml.deploy import app_status
 
 
 @model(name="greet", cpu=0.1, min=0, max=2, scaledown_after=30)
@@ -98,25 +99,106 @@ def test_scales_to_zero_and_the_first_request_after_succeeds(deployed):
     print(f"cold start from zero replicas: {cold_start:.2f} s")
 
 
-def test_serve_options_map_the_spec_onto_ray_serve():
-    @model(name="big", gpu=["H100:2", "A100:2"], cpu=4, memory="16Gi", min=1, max=50,
-           concurrency=4, max_concurrency=8, scaledown_after=120)
-    def big(x: int) -> int:
-        return x
+def test_a_model_no_node_can_hold_fails_fast_in_plain_words(cluster):
+    @model(name="too-big", gpu="H100", min=1)
+    def too_big() -> str:
+        return "never"
 
-    options = serve_options(big.spec, available_gpus={"A100"})
-    assert options["max_ongoing_requests"] == 8
-    assert options["ray_actor_options"] == {
-        "num_cpus": 4, "num_gpus": 2, "accelerator_type": "A100", "memory": 16 * 1024**3,
-    }
-    scaling = options["autoscaling_config"]
-    assert (scaling["min_replicas"], scaling["max_replicas"], scaling["target_ongoing_requests"]) == (1, 50, 4)
-    assert scaling["downscale_delay_s"] == scaling["downscale_to_zero_delay_s"] == 120
+    with pytest.raises(DeployError, match=r"accelerator_type:H100=0.001.*no node has that"):
+        too_big.deploy(timeout=10)
+    with pytest.raises(lambdaml.NotDeployedError):
+        app_status("too-big")
 
 
-def test_gpu_fallbacks_pick_the_first_type_the_cluster_has():
-    preferences = (GpuRequest("H100"), GpuRequest("A100"))
-    assert choose_gpu(preferences, {"A100"}) == GpuRequest("A100")
-    assert choose_gpu(preferences, {"H100", "A100"}) == GpuRequest("H100")
-    assert choose_gpu(preferences, set()) == GpuRequest("H100")  # an autoscaler may add one
-    assert choose_gpu((), {"A100"}) is None
+@pytest.fixture
+def tmp_helper(tmp_path, monkeypatch):
+    """A helper module that exists only in a temporary folder, unknown to the cluster."""
+    (tmp_path / "lmt_deploy_helper.py").write_text("def greet(name):\n    return f'hi {name} from a helper'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lmt_deploy_helper
+
+    yield lmt_deploy_helper
+    sys.modules.pop("lmt_deploy_helper", None)
+
+
+def test_a_helper_module_only_this_machine_has_ships_with_the_model(deployed, tmp_helper):
+    @model(name="helped", cpu=0.1, min=1)
+    def helped(name: str) -> str:
+        return tmp_helper.greet(name)
+
+    deployed(helped)
+    assert helped.remote(name="ada") == "hi ada from a helper"
+
+
+def test_env_and_secrets_reach_replicas_but_no_listing_artifact_or_log(deployed, monkeypatch, cluster):
+    secret = "tok-" + os.urandom(8).hex()
+    monkeypatch.setenv("LMT_API_TOKEN", secret)
+
+    @model(name="secretive", cpu=0.1, min=1, env={"LMT_MODE": "strict"}, secrets=["LMT_API_TOKEN"])
+    def secretive() -> dict:
+        import os
+
+        token = os.environ["LMT_API_TOKEN"]
+        print("using token", token)
+        return {"mode": os.environ["LMT_MODE"], "token_length": len(token)}
+
+    deployment = deployed(secretive)
+    prediction = lambdaml.create_prediction("secretive", {})
+    assert prediction["output"] == {"mode": "strict", "token_length": len(secret)}
+    assert "using token **********" in prediction["logs"]
+    shown = [str(app_status("secretive")), str(lambdaml.versions("secretive")), str(deployment), str(prediction)]
+    assert all(secret not in text for text in shown)
+    store = Path(os.environ["LAMBDAML_ARTIFACTS"]) / "secretive"
+    assert all(secret.encode() not in path.read_bytes() for path in store.rglob("*") if path.is_file())
+    ray_logs = Path(cluster.temp_dir, "ray", "session_latest", "logs")
+    assert all(secret.encode() not in path.read_bytes() for path in ray_logs.rglob("*") if path.is_file())
+
+
+def test_a_package_the_cluster_lacks_is_installed_through_runtime_env(deployed):
+    @model(name="tabulated", cpu=0.1, min=1, packages=["tabulate==0.9.0"])
+    def tabulated() -> str:
+        import tabulate
+
+        return tabulate.__version__
+
+    with pytest.raises(ImportError):
+        import tabulate  # noqa: F401  (the cluster shares this Python: it must lack tabulate too)
+    deployed(tabulated, timeout=240)
+    assert tabulated.remote() == "0.9.0"
+
+
+def test_redeploy_is_a_no_op_new_code_is_a_new_version_and_rollback_restores(deployed):
+    def make(greeting: str):
+        @model(name="versioned", cpu=0.1, min=1)
+        def versioned() -> str:
+            return greeting
+
+        return versioned
+
+    first = deployed(make("v1"))
+    assert make("v1").deploy().version == first.version
+    second = make("v2").deploy()
+    assert second.version != first.version and lambdaml.run("versioned", {}) == "v2"
+    listed = lambdaml.versions("versioned")
+    assert [row.version for row in listed] == [first.version, second.version] and listed[-1].current
+    assert lambdaml.rollback("versioned").version == first.version
+    assert lambdaml.run("versioned", {}) == "v1"
+    assert lambdaml.rollback("versioned", version=second.version).version == second.version
+    assert lambdaml.run("versioned", {}) == "v2"
+    with pytest.raises(lambdaml.NotDeployedError, match="no version 'nope'"):
+        lambdaml.rollback("versioned", version="nope")
+
+
+def test_a_python_version_mismatch_stops_the_deploy(cluster, monkeypatch):
+    from lambdaml import environment
+
+    monkeypatch.setattr(environment, "CLIENT_PYTHON", "3.99")  # pretend this client runs another Python
+
+    @model(name="mismatch", cpu=0.1)
+    def mismatch() -> int:
+        return 1
+
+    with pytest.raises(DeployError, match=r"runs Python 3.99 but the cluster runs Python 3.11"):
+        mismatch.deploy()
+    with pytest.raises(lambdaml.NotDeployedError):
+        app_status("mismatch")

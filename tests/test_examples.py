@@ -4,7 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbclient import NotebookClient
 
 from lambdaml.deploy import delete
 
@@ -20,7 +22,8 @@ def run_example(name: str) -> str:
 
 
 def test_all_examples_are_covered():
-    assert {p.name for p in EXAMPLES.glob("*.py")} == {"hello.py", "echo_class.py"}
+    examples = {p.name for p in EXAMPLES.iterdir() if p.suffix in (".py", ".ipynb")}
+    assert examples == {"hello.py", "echo_class.py", "quickstart.ipynb"}
 
 
 @pytest.mark.parametrize(
@@ -37,3 +40,19 @@ def test_example_runs(cluster, example, app, expected):
         delete(app)
     for text in expected:
         assert text in output
+
+
+def test_quickstart_notebook_runs_headless(cluster, tmp_path):
+    notebook = nbformat.read(EXAMPLES / "quickstart.ipynb", as_version=4)
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    try:
+        client.execute()
+    finally:
+        delete("quickstart")
+    outputs = "".join(
+        output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
+    assert "Hello, Ada!" in outputs and "Hi there, Ada." in outputs and "Ray dashboard: http://127.0.0.1:" in outputs

@@ -1,0 +1,142 @@
+"""The deploy stage, Serve side: one artifact as a Ray Serve application.
+
+``build`` is a Serve *application builder*: Serve config files and KubeRay
+``RayService`` objects can deploy an artifact with
+``import_path: lambdaml.app:build`` and ``args: {artifact: <URL>}`` (see
+docs/declarative-deploys.md); ``lambdaml.deploy`` calls the same function.
+This is the only module that translates ``@model`` parameters into Ray Serve
+options; read ``serve_options`` to see exactly what a spec means to Serve.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lambdaml._resources import GpuRequest
+from lambdaml.artifacts import load_manifest
+from lambdaml.environment import installed_here, missing, runtime_env
+from lambdaml.errors import DeployError
+from lambdaml.spec import ModelSpec
+
+# Autoscaling metrics every 0.5 s over a 2 s window, instead of Serve's 10 s
+# push and 30 s window: a request arriving at zero replicas gets a replica in
+# ~1.5 s instead of ~12 s on a laptop, and idle replicas go away on time.
+METRICS_INTERVAL_S = 0.25
+LOOK_BACK_PERIOD_S = 2.0
+UPSCALE_DELAY_S = 0.0
+DEFAULT_CPUS = 1.0
+
+
+
+class AppArgs(BaseModel):
+    """The ``args`` of ``lambdaml.app:build``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifact: str = Field(description="URL of the artifact folder, e.g. s3://bucket/lambdaml/hello/3f2a9c81d0e4")
+    install: list[str] | None = Field(
+        default=None, description="Packages to install; by default, those the builder's Python lacks"
+    )
+    secrets: dict[str, str] | None = Field(
+        default=None, description="Secret values; by default the replicas read them from their environment"
+    )
+    debug: bool = Field(default=False, description="Add tracebacks to failed predictions")
+
+
+def choose_gpu(preferences: tuple[GpuRequest, ...], available: set[str]) -> GpuRequest | None:
+    """The first preferred GPU type the cluster has; else the first (an autoscaler may add it)."""
+    if not preferences:
+        return None
+    for request in preferences:
+        if request.accelerator_type in available:
+            return request
+    return preferences[0]
+
+
+def serve_options(
+    spec: ModelSpec, available_gpus: set[str] = frozenset(), install: list[str] = ()
+) -> dict[str, Any]:
+    """Keyword arguments for ``serve.deployment(...).options()`` that implement ``spec``."""
+    actor_options: dict[str, Any] = {"num_cpus": DEFAULT_CPUS if spec.cpu is None else spec.cpu}
+    env = runtime_env(list(install))
+    if env is not None:  # only then: a replica without one reuses a warm worker
+        actor_options["runtime_env"] = env
+    gpu = choose_gpu(spec.gpu, set(available_gpus))
+    if gpu is not None:
+        actor_options.update(num_gpus=gpu.count, accelerator_type=gpu.accelerator_type)
+    if spec.memory is not None:
+        actor_options["memory"] = spec.memory
+    return {
+        "name": spec.name,
+        "max_ongoing_requests": spec.ongoing_limit,
+        "ray_actor_options": actor_options,
+        "autoscaling_config": {
+            "min_replicas": spec.min,
+            "max_replicas": spec.max,
+            "target_ongoing_requests": spec.concurrency,
+            "metrics_interval_s": METRICS_INTERVAL_S,
+            "look_back_period_s": LOOK_BACK_PERIOD_S,
+            "upscale_delay_s": UPSCALE_DELAY_S,
+            "downscale_delay_s": spec.scaledown_after,
+            "downscale_to_zero_delay_s": spec.scaledown_after,
+        },
+    }
+
+
+def cluster_gpu_types() -> set[str]:
+    import ray
+
+    prefix = "accelerator_type:"
+    return {key[len(prefix) :] for key in ray.cluster_resources() if key.startswith(prefix)}
+
+
+def _replica_needs(actor_options: dict[str, Any]) -> dict[str, float]:
+    """The Ray resources one replica asks for, as the scheduler sees them."""
+    needs = {"CPU": actor_options["num_cpus"], "GPU": actor_options.get("num_gpus", 0)}
+    if "accelerator_type" in actor_options:
+        needs[f"accelerator_type:{actor_options['accelerator_type']}"] = 0.001
+    if "memory" in actor_options:
+        needs["memory"] = actor_options["memory"]
+    return {name: amount for name, amount in needs.items() if amount}
+
+
+def unschedulable_reason(actor_options: dict[str, Any], nodes: list[dict[str, float]]) -> str | None:
+    """Why no node of ``nodes`` (their total resources) could ever hold a replica; None if one can."""
+    needs = _replica_needs(actor_options)
+    if any(all(node.get(name, 0) >= amount for name, amount in needs.items()) for node in nodes):
+        return None
+    wanted = ", ".join(f"{name}={amount:g}" for name, amount in needs.items())
+    have = "; ".join(
+        ", ".join(f"{name}={amount:g}" for name, amount in sorted(node.items()) if not name.startswith("node:"))
+        for node in nodes
+    )
+    return f"a replica needs {wanted}, and no node has that (nodes: {have or 'none'})"
+
+
+def check_schedulable(name: str, actor_options: dict[str, Any]) -> None:
+    """On a cluster that cannot grow (the embedded one), fail now instead of waiting forever."""
+    import ray
+
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    reason = unschedulable_reason(actor_options, nodes)
+    if reason is not None:
+        raise DeployError(
+            f"{name!r} cannot run on this cluster: {reason}. The embedded local cluster cannot add nodes; "
+            "lower @model(cpu=..., gpu=..., memory=...), or deploy to a cluster that has such nodes "
+            "(set LAMBDAML_ADDRESS)."
+        )
+
+
+def build(args: dict[str, Any]) -> Any:
+    """Serve application builder: the model stored at ``args["artifact"]`` as an application."""
+    from ray import serve
+
+    from lambdaml.server import ModelServer
+
+    parsed = AppArgs.model_validate(args)
+    manifest = load_manifest(parsed.artifact)
+    install = parsed.install if parsed.install is not None else missing(manifest.requirements, installed_here()[1])
+    options = serve_options(manifest.model_spec(), cluster_gpu_types(), install)
+    return serve.deployment(ModelServer).options(**options).bind(parsed.artifact, parsed.secrets, parsed.debug)

@@ -1,0 +1,80 @@
+"""The Serve application of an artifact: options from the spec, runtime_env, placement checks."""
+
+import pytest
+from pydantic import ValidationError
+
+import lambdaml
+import lambdaml.artifacts
+from lambdaml import model
+from lambdaml._resources import GpuRequest
+from lambdaml.app import AppArgs, choose_gpu, serve_options, unschedulable_reason
+
+
+def test_serve_options_map_the_spec_onto_ray_serve():
+    @model(name="big", gpu=["H100:2", "A100:2"], cpu=4, memory="16Gi", min=1, max=50,
+           concurrency=4, max_concurrency=8, scaledown_after=120)
+    def big(x: int) -> int:
+        return x
+
+    options = serve_options(big.spec, available_gpus={"A100"})
+    assert options["max_ongoing_requests"] == 8
+    assert options["ray_actor_options"] == {
+        "num_cpus": 4, "num_gpus": 2, "accelerator_type": "A100", "memory": 16 * 1024**3,
+    }
+    scaling = options["autoscaling_config"]
+    assert (scaling["min_replicas"], scaling["max_replicas"], scaling["target_ongoing_requests"]) == (1, 50, 4)
+    assert scaling["downscale_delay_s"] == scaling["downscale_to_zero_delay_s"] == 120
+    assert "runtime_env" not in options["ray_actor_options"]  # nothing to install: warm workers can be reused
+
+
+def test_only_missing_packages_become_a_runtime_env():
+    @model(name="tab")
+    def tab() -> str:
+        return ""
+
+    options = serve_options(tab.spec, install=["tabulate==0.9.0"])
+    assert options["ray_actor_options"]["runtime_env"] == {"pip": {"packages": ["tabulate==0.9.0"], "pip_check": False}}
+
+
+def test_builder_args_are_validated():
+    assert AppArgs.model_validate({"artifact": "s3://b/m/v"}).install is None
+    with pytest.raises(ValidationError, match="secret"):
+        AppArgs.model_validate({"artifact": "s3://b/m/v", "secret": {}})
+
+
+def test_gpu_fallbacks_pick_the_first_type_the_cluster_has():
+    preferences = (GpuRequest("H100"), GpuRequest("A100"))
+    assert choose_gpu(preferences, {"A100"}) == GpuRequest("A100")
+    assert choose_gpu(preferences, {"H100", "A100"}) == GpuRequest("H100")
+    assert choose_gpu(preferences, set()) == GpuRequest("H100")  # an autoscaler may add one
+    assert choose_gpu((), {"A100"}) is None
+
+
+def test_unschedulable_reason_compares_needs_with_each_node():
+    node = {"CPU": 2.0, "GPU": 1.0, "accelerator_type:A100": 1.0, "memory": 8e9, "node:127.0.0.1": 1.0}
+    assert unschedulable_reason({"num_cpus": 1.0, "num_gpus": 1, "accelerator_type": "A100"}, [node]) is None
+    reason = unschedulable_reason({"num_cpus": 4.0}, [node])
+    assert reason.startswith("a replica needs CPU=4") and "node:" not in reason
+    assert unschedulable_reason({"num_cpus": 1.0, "memory": 16e9}, [node]) is not None
+
+
+def test_builder_deploys_a_stored_artifact_from_its_url_alone(deployed, cluster):
+    """What a Serve config file (import_path: lambdaml.app:build, args: {artifact: URL}) does."""
+    from ray import serve
+
+    from lambdaml.app import build
+    from lambdaml.deploy import delete
+
+    @model(name="declared", cpu=0.1, min=1, env={"LMT_GREETING": "hej"})
+    def declared(name: str) -> str:
+        import os
+
+        return f"{os.environ['LMT_GREETING']} {name}"
+
+    deployed(declared)
+    artifact = next(v for v in lambdaml.versions("declared") if v.current)
+    store = lambdaml.artifacts.ArtifactStore()
+    delete("declared")
+    handle = serve.run(build({"artifact": store.artifact_url("declared", artifact.version)}), name="declared",
+                       route_prefix="/declared")
+    assert handle.predict.remote({"name": "ada"}).result()["prediction"]["output"] == "hej ada"

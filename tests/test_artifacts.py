@@ -1,0 +1,55 @@
+"""The artifact store: content versions, deploy records, rollback targets, on a local fsspec folder."""
+
+import pytest
+
+from lambdaml import NotDeployedError
+from lambdaml.artifacts import ArtifactStore, Manifest, load_code, load_manifest
+
+
+def manifest(**changes) -> Manifest:
+    return Manifest(name="m", python="3.11", spec={"name": "m"}, **changes)
+
+
+def test_same_content_same_version_and_kept_once(tmp_path):
+    store = ArtifactStore(str(tmp_path))
+    first = store.save(manifest(), b"code-1")
+    again = store.save(manifest(), b"code-1")
+    assert first.version == again.version and first.created_at == again.created_at
+    assert store.save(manifest(), b"code-2").version != first.version
+    assert store.save(manifest(requirements=["x==1"]), b"code-1").version != first.version
+    url = store.artifact_url("m", first.version)
+    assert load_code(url) == b"code-1" and load_manifest(url).code_bytes == 6
+
+
+def test_versions_deploys_and_previous(tmp_path):
+    store = ArtifactStore(f"file://{tmp_path}")
+    a = store.save(manifest(), b"a").version
+    b = store.save(manifest(), b"b").version
+    store.record_deploy("m", a)
+    store.record_deploy("m", b)
+    store.record_deploy("m", b)  # redeploying the current version records nothing
+    rows = {row.version: row for row in store.versions("m")}
+    assert rows[b].current and not rows[a].current and len(rows[b].deployed_at) == 1
+    assert store.previous_version("m") == a
+    store.record_deploy("m", a)  # a rollback
+    assert store.current_version("m") == a and store.previous_version("m") == b
+
+
+def test_unknown_names_and_first_versions_say_so(tmp_path):
+    store = ArtifactStore(str(tmp_path))
+    with pytest.raises(NotDeployedError, match="No versions of 'ghost'"):
+        store.versions("ghost")
+    store.record_deploy("m", store.save(manifest(), b"a").version)
+    with pytest.raises(NotDeployedError, match="no earlier deployed version"):
+        store.previous_version("m")
+
+
+def test_a_stored_spec_reads_back_anywhere(tmp_path, monkeypatch):
+    from lambdaml import model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "requirements.txt").write_text("tabulate==0.9.0\n")
+    spec = model(name="m", gpu=["H100:2", "A100"], requirements="requirements.txt", secrets=["T"])(len).spec
+    stored = Manifest(name="m", python="3.11", spec=spec.model_dump(mode="json"))
+    monkeypatch.chdir("/")  # a replica does not have the requirements file
+    assert stored.model_spec() == spec

@@ -1,0 +1,42 @@
+"""Packaging: artifacts hold the code, never secret values; big captures warn."""
+
+import pytest
+
+from lambdaml import ConfigError, model
+from lambdaml.package import LargeArtifactWarning, build, unpack
+
+
+def test_build_pickles_the_model_and_pins_its_environment():
+    @model(name="packed", env={"MODE": "fast"}, secrets=["PACKED_TOKEN"])
+    def packed(x: int) -> int:
+        import httpx  # noqa: F401
+
+        return x + 1
+
+    manifest, code = build(packed, {"PACKED_TOKEN": "s3cr3t-value"})
+    assert unpack(code)(x=1) == 2
+    assert manifest.spec["env"] == {"MODE": "fast"} and manifest.spec["secrets"] == ["PACKED_TOKEN"]
+    assert any(r.startswith("httpx==") for r in manifest.requirements)
+    assert b"s3cr3t-value" not in code and "s3cr3t-value" not in manifest.model_dump_json()
+
+
+def test_a_secret_value_captured_by_the_code_is_refused():
+    token = "captured-s3cr3t"
+
+    @model(name="leaky", secrets=["LEAKY_TOKEN"])
+    def leaky() -> str:
+        return token
+
+    with pytest.raises(ConfigError, match=r"holds the value of secret LEAKY_TOKEN.*os.environ\['LEAKY_TOKEN'\]"):
+        build(leaky, {"LEAKY_TOKEN": token})
+
+
+def test_large_captured_objects_warn():
+    blob = b"x" * (11 * 1024 * 1024)
+
+    @model(name="heavy")
+    def heavy() -> int:
+        return len(blob)
+
+    with pytest.warns(LargeArtifactWarning, match="weights URL"):
+        build(heavy, {})
