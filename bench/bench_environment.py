@@ -11,8 +11,9 @@ httpx and pydantic is deployed as:
 * ``lambdaml_install``: ``@model(packages=["tabulate==0.9.0"])``, which the
   cluster lacks, so lambdaml installs just that through runtime_env.
 
-Each round deploys under a new name and times deploy + first call (Serve
-handle). The first round of the runtime_env variants builds the environment;
+Each round deploys under a new name and times deploy (not waiting) + the first
+call through a Serve handle, which waits for the replica: the same mechanism for
+all four, lambdaml's packaging and environment check included. The first round of the runtime_env variants builds the environment;
 later rounds reuse Ray's cached one. Usage: ``python bench/bench_environment.py``
 (``--rounds N``). Prints a Markdown table and writes
 ``bench/results/environment.json``.
@@ -69,13 +70,14 @@ def measure(rounds: int) -> dict[str, list[float]]:
             def __call__(self) -> str:
                 return uses_packages()
 
-        handle = serve.run(Bare.bind(), name=name, route_prefix=f"/{name}")
-        assert handle.remote().result(timeout_s=600)
+        target = serve.RunTarget(target=Bare.bind(), name=name, route_prefix=f"/{name}")
+        serve.run_many([target], wait_for_applications_running=False)
+        assert serve.get_app_handle(name).remote().result(timeout_s=600)  # waits for the replica
 
     def with_lambdaml(name: str, **params) -> None:
         function = uses_tabulate if params else uses_packages
         deployed = model(name=name, cpu=0.1, min=1, **params)(function)
-        deployed.deploy(timeout=600)
+        deployed.deploy(wait=False)  # as above: the first call waits for the replica
         assert deployed.remote()
 
     variants = {

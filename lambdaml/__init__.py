@@ -23,6 +23,8 @@ from lambdaml.errors import (
     ModelError,
     NotDeployedError,
 )
+from lambdaml import files
+from lambdaml.files import Path
 from lambdaml.inputs import Input, Secret
 from lambdaml.model import Model, model
 
@@ -37,8 +39,10 @@ __all__ = [
     "Model",
     "ModelError",
     "NotDeployedError",
+    "Path",
     "Secret",
     "create_prediction",
+    "files",
     "model",
     "rollback",
     "run",

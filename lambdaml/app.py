@@ -42,6 +42,9 @@ class AppArgs(BaseModel):
     secrets: dict[str, str] | None = Field(
         default=None, description="Secret values; by default the replicas read them from their environment"
     )
+    environment: dict[str, str] = Field(
+        default_factory=dict, description="Storage credentials and file settings for the replicas' environment"
+    )
     debug: bool = Field(default=False, description="Add tracebacks to failed predictions")
 
 
@@ -139,4 +142,6 @@ def build(args: dict[str, Any]) -> Any:
     manifest = load_manifest(parsed.artifact)
     install = parsed.install if parsed.install is not None else missing(manifest.requirements, installed_here()[1])
     options = serve_options(manifest.model_spec(), cluster_gpu_types(), install)
-    return serve.deployment(ModelServer).options(**options).bind(parsed.artifact, parsed.secrets, parsed.debug)
+    return serve.deployment(ModelServer).options(**options).bind(
+        parsed.artifact, parsed.secrets, parsed.environment, parsed.debug
+    )

@@ -7,6 +7,7 @@ Both give back the output, or raise ``InputError`` / ``ModelError``.
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import httpx
 from lambdaml import cluster
 from lambdaml._settings import http_base_url
 from lambdaml.errors import InputError, ModelError, NotDeployedError
+from lambdaml.files import file_fields, send_local_files
 
 
 def _not_deployed(name: str, where: str) -> NotDeployedError:
@@ -29,12 +31,36 @@ def _output_of(prediction: dict[str, Any]) -> Any:
     return prediction["output"]
 
 
+_file_inputs: dict[str, set[str]] = {}
+
+
+def _file_inputs_of(base: str, name: str) -> set[str]:
+    """Which inputs of ``name`` take files, from its OpenAPI document (asked once per process)."""
+    if name not in _file_inputs:
+        response = httpx.get(f"{base}/{name}/openapi.json", timeout=30)
+        if response.status_code != 200:
+            return set()  # not deployed (yet): the prediction request itself will say so
+        _file_inputs[name] = file_fields(response.json()["components"]["schemas"]["Input"])
+    return _file_inputs[name]
+
+
+def _with_local_files(base: str, name: str, input: dict[str, Any]) -> dict[str, Any]:
+    """Send local files (``pathlib.Path`` or an existing file's path) given for file inputs."""
+    if not any(isinstance(v, (str, PurePath, list)) for v in input.values()):
+        return input
+    return send_local_files(input, _file_inputs_of(base, name))
+
+
 def create_prediction(name: str, input: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:
-    """POST one prediction over HTTP and return the prediction object (any status)."""
+    """POST one prediction over HTTP and return the prediction object (any status).
+
+    For a file input, give a URL (s3://, gs://, https://, data:) or a local file
+    (``pathlib.Path("photo.png")`` or ``"photo.png"``), which is sent along.
+    """
     base = http_base_url()
     url = f"{base}/{name}/predictions"
     try:
-        response = httpx.post(url, json={"input": input}, timeout=timeout)
+        response = httpx.post(url, json={"input": _with_local_files(base, name, input)}, timeout=timeout)
     except httpx.ConnectError:
         raise _not_deployed(name, base) from None
     if response.status_code == 404:
@@ -52,8 +78,8 @@ def run(name: str, input: dict[str, Any] | None = None, timeout: float = 600.0) 
     return _output_of(create_prediction(name, input or {}, timeout))
 
 
-def predict_remote(name: str, inputs: dict[str, Any]) -> Any:
-    """Run one prediction through a Serve handle and return its output."""
+def predict_remote(name: str, inputs: dict[str, Any], file_inputs: set[str] = frozenset()) -> Any:
+    """Run one prediction through a Serve handle and return its output (local files are sent along)."""
     from ray.serve.exceptions import RayServeException
 
     info = cluster.connect()
@@ -61,7 +87,7 @@ def predict_remote(name: str, inputs: dict[str, Any]) -> Any:
         cluster.app_handle(name)
     except (RayServeException, KeyError, ValueError):
         raise _not_deployed(name, info.address) from None
-    result = cluster.call_app(name, "predict", inputs)
+    result = cluster.call_app(name, "predict", send_local_files(inputs, set(file_inputs)))
     if "invalid" in result:
         raise InputError(result["invalid"]["detail"], result["invalid"]["invalid_fields"])
     return _output_of(result["prediction"])

@@ -94,7 +94,15 @@ def _run(store: ArtifactStore, manifest: Manifest, secrets: dict[str, str], wait
     if info.embedded:
         check_schedulable(spec.name, serve_options(spec, cluster_gpu_types())["ray_actor_options"])
     artifact = store.artifact_url(spec.name, manifest.version)
-    app = build({"artifact": artifact, "install": install, "secrets": secrets, "debug": debug_enabled()})
+    app = build(
+        {
+            "artifact": artifact,
+            "install": install,
+            "secrets": secrets,
+            "environment": environment.forwarded_environment(),
+            "debug": debug_enabled(),
+        }
+    )
     serve.run_many([serve.RunTarget(target=app, name=spec.name, route_prefix=f"/{spec.name}")], wait_for_applications_running=False)
     if wait:
         deadline = time.monotonic() + timeout

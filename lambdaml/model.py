@@ -76,7 +76,7 @@ class Model:
         """Run one prediction on the deployed model and return its output."""
         from lambdaml.client import predict_remote
 
-        return predict_remote(self.name, inputs)
+        return predict_remote(self.name, inputs, self.schema.file_fields)
 
     def delete(self) -> None:
         """Remove this model's deployment from the cluster."""
@@ -108,6 +108,7 @@ def model(
     requirements: str | None = None,
     env: dict[str, str] | None = None,
     secrets: list[str] | None = None,
+    output_url: str | None = None,
 ) -> Callable[[Any], Model]: ...
 
 
@@ -116,7 +117,7 @@ def model(target: Any = None, /, **params: Any) -> Any:
 
     ``@model`` or ``@model(name=..., gpu="A100", cpu=1, memory="8Gi", min=0, max=10,
     concurrency=1, max_concurrency=None, scaledown_after=60, timeout=None,
-    packages=None, requirements=None, env=None, secrets=None)``.
+    packages=None, requirements=None, env=None, secrets=None, output_url=None)``.
 
     Without ``packages`` or ``requirements``, the third-party packages the code
     imports are detected and pinned to the versions installed here.

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import pathlib
 import time
+import secrets
+import shutil
+import tempfile
 import traceback
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from lambdaml import _logs
+from lambdaml import _logs, files
 from lambdaml._threads import SyncRunner
 from lambdaml.model import Model
 from lambdaml.schema import Prediction
@@ -57,6 +60,7 @@ class ModelRuntime:
         self._setup.update(completed_at=_now(), logs=logs.text())
         self._is_async = inspect.iscoroutinefunction(self._predict)
         self._threads = SyncRunner(f"{self.spec.name}-predict")
+        self._output_location = files.output_location(self.spec.output_url)
 
     @property
     def setup_failed(self) -> bool:
@@ -69,7 +73,7 @@ class ModelRuntime:
     async def predict(self, raw_input: dict[str, Any], prediction_id: str | None = None) -> Prediction:
         """Run one prediction. Raises InputError (nothing runs) if the inputs are invalid."""
         created_at = _now()
-        prediction_id = prediction_id or uuid.uuid4().hex
+        prediction_id = prediction_id or secrets.token_hex(16)
         inputs = self.schema.validate(raw_input)
         echoed = self.schema.echo(inputs)
         if self.setup_failed:
@@ -78,17 +82,20 @@ class ModelRuntime:
                 error=f"The model's setup() failed, so it cannot predict: {self._setup['error']}",
             )
         kwargs = {name: getattr(inputs, name) for name in type(inputs).model_fields}
-        secrets = self._masked + [kwargs[name].get_secret_value() for name in self.schema.secret_fields if kwargs[name]]
-        started_at, started = _now(), time.perf_counter()
-        output, error = None, None
-        with _logs.capture(secrets) as logs:
-            try:
-                call = self._predict(**kwargs) if self._is_async else self._threads.run(self._predict, kwargs)
-                output = self.schema.dump_output(await asyncio.wait_for(call, self.spec.timeout))
-            except TimeoutError:
-                error = f"The prediction took longer than its timeout of {self.spec.timeout:g} s (@model(timeout=...))"
-            except Exception as exc:
-                error = logs.mask(_error_message(exc, self.debug))
+        masked = self._masked + [kwargs[name].get_secret_value() for name in self.schema.secret_fields if kwargs[name]]
+        folder = pathlib.Path(tempfile.mkdtemp(prefix="lambdaml-")) if self.schema.file_fields else None
+        try:
+            metrics: dict[str, float] = {}
+            if folder is not None:
+                fetch_started = time.perf_counter()
+                kwargs = await files.fetch_inputs(kwargs, folder)  # a file that cannot be had: InputError
+                metrics["fetch_time"] = time.perf_counter() - fetch_started
+            started_at, started = _now(), time.perf_counter()
+            with _logs.capture(masked) as logs:
+                output, error = await self._call(kwargs, prediction_id, logs)
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
         return Prediction(
             id=prediction_id,
             status="failed" if error is not None else "succeeded",
@@ -96,11 +103,26 @@ class ModelRuntime:
             output=output,
             error=error,
             logs=logs.text(),
-            metrics={"predict_time": time.perf_counter() - started},
+            metrics={"predict_time": time.perf_counter() - started, **metrics},
             created_at=created_at,
             started_at=started_at,
             completed_at=_now(),
         )
+
+    async def _call(self, kwargs: dict[str, Any], prediction_id: str, logs: Any) -> tuple[Any, str | None]:
+        """Run predict with the timeout and deliver its output files: ``(output, error)``."""
+        try:
+            call = self._predict(**kwargs) if self._is_async else self._threads.run(self._predict, kwargs)
+            result = await asyncio.wait_for(call, self.spec.timeout)
+            if files.has_files(result):
+                result = await asyncio.to_thread(files.upload_outputs, result, prediction_id, self._output_location)
+            return self.schema.dump_output(result), None
+        except TimeoutError:
+            return None, f"The prediction took longer than its timeout of {self.spec.timeout:g} s (@model(timeout=...))"
+        except files.OutputError as exc:
+            return None, logs.mask(str(exc))
+        except Exception as exc:
+            return None, logs.mask(_error_message(exc, self.debug))
 
     def teardown(self) -> None:
         """Call the model's teardown(), if it has one; errors are printed, not raised."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import pathlib
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
@@ -17,6 +18,7 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from lambdaml.errors import ConfigError, InputError
+from lambdaml.files import Path, file_fields
 from lambdaml.inputs import Input, Secret
 
 _REF = "#/components/schemas/{model}"
@@ -44,6 +46,7 @@ class ModelSchema:
     input_model: type[BaseModel]
     output_adapter: TypeAdapter
     secret_fields: frozenset[str]
+    file_fields: frozenset[str] = frozenset()  # inputs that take files (fetched before predict)
 
     def validate(self, raw: dict[str, Any]) -> BaseModel:
         """Validated inputs, or an InputError naming every bad field and its constraint."""
@@ -134,6 +137,8 @@ def describe(target: Any) -> ModelSchema:
         info = input_info(parameter)
         if info.choices is not None:
             annotation = Literal[tuple(info.choices)]  # type: ignore[misc]
+        if annotation is pathlib.Path:  # the plain type works too
+            annotation = Path
         if annotation is Secret:
             secrets.add(parameter.name)
             if isinstance(info.default, str):  # so the schema shows the default redacted
@@ -152,10 +157,11 @@ def describe(target: Any) -> ModelSchema:
     try:
         input_model = create_model(f"{title}Input", __config__=ConfigDict(extra="forbid"), **fields)
         output = hints.get("return", Any)
-        output_adapter = TypeAdapter(Any if output is None else output)
+        output_adapter = TypeAdapter(Any if output is None else Path if output is pathlib.Path else output)
     except Exception as exc:
         raise ConfigError(f"The inputs or output of {function.__qualname__} cannot be validated: {exc}") from None
-    return ModelSchema(input_model, output_adapter, frozenset(secrets))
+    file_inputs = file_fields(input_model.model_json_schema())
+    return ModelSchema(input_model, output_adapter, frozenset(secrets), frozenset(file_inputs))
 
 
 def resolve_defaults(function: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import fsspec.config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 from starlette.requests import Request
 from starlette.responses import Response
 
 from lambdaml.artifacts import load_code, load_manifest
+from lambdaml.environment import sensitive_values
 from lambdaml.errors import InputError
 from lambdaml.package import unpack
 from lambdaml.runtime import ModelRuntime
@@ -58,32 +60,43 @@ def _envelope_error(exc: ValidationError) -> InputError:
     return InputError(f"Invalid request. {summary}", fields)
 
 
-def _apply_environment(env: dict[str, str], secret_names: tuple[str, ...], secrets: dict[str, str] | None) -> list[str]:
-    """Set the model's variables and secrets before its code is loaded; returns the secret values."""
-    os.environ.update(env)
-    if secrets is None:  # a declarative deploy: the cluster provides them
-        secrets = {name: os.environ[name] for name in secret_names if name in os.environ}
-    os.environ.update(secrets)
-    absent = [name for name in secret_names if name not in secrets]
+def _use_environment(variables: dict[str, str]) -> None:
+    os.environ.update(variables)
+    fsspec.config.set_conf_env(fsspec.config.conf)  # FSSPEC_* settings that just arrived
+
+
+def _secret_values(names: tuple[str, ...], given: dict[str, str] | None) -> dict[str, str]:
+    """The model's secrets: as given by ``deploy``, else from the replica's environment (declarative deploys)."""
+    values = given if given is not None else {name: os.environ[name] for name in names if name in os.environ}
+    absent = [name for name in names if name not in values]
     if absent:
         raise RuntimeError(f"secret {', '.join(absent)} is not set in the replica's environment")
-    return list(secrets.values())
+    return values
 
 
 class ModelServer:
     """One replica. Ray Serve constructs it with the URL of the model's artifact."""
 
-    def __init__(self, artifact: str, secrets: dict[str, str] | None = None, debug: bool = False):
+    def __init__(
+        self,
+        artifact: str,
+        secrets: dict[str, str] | None = None,
+        environment: dict[str, str] | None = None,
+        debug: bool = False,
+    ):
+        _use_environment(environment or {})  # first: the artifact store may need these credentials
         manifest = load_manifest(artifact)
         spec = manifest.model_spec()
         self.version = manifest.version
-        secret_values = _apply_environment(spec.env, spec.secrets, secrets)
-        self.runtime = ModelRuntime(unpack(load_code(artifact)), debug=debug, masked=secret_values)
+        secret_values = _secret_values(spec.secrets, secrets)
+        _use_environment({**spec.env, **secret_values})
+        masked = list(secret_values.values()) + sensitive_values(environment or {})
+        self.runtime = ModelRuntime(unpack(load_code(artifact)), debug=debug, masked=masked)
         self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))
 
     async def __call__(self, request: Request) -> Response:
-        prefix = request.scope.get("root_path", "")
-        path = request.url.path.removeprefix(prefix).rstrip("/") or "/"
+        scope = request.scope  # not request.url: parsing a URL costs more than the rest of routing
+        path = scope["path"].removeprefix(scope.get("root_path", "")).rstrip("/") or "/"
         method = request.method
         if path == "/predictions" and method == "POST":
             return await self._http_predict(await request.body())

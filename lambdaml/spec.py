@@ -53,6 +53,7 @@ class ModelSpec(BaseModel):
     requirements: str | None = Field(default=None, description="Path of a requirements.txt file")
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables set in the replicas")
     secrets: tuple[str, ...] = Field(default=(), description="Names of environment variables delivered as secrets")
+    output_url: str | None = Field(default=None, description="Where output files go: s3://bucket/prefix or gs://...")
 
     @field_validator("name")
     @classmethod
@@ -93,6 +94,13 @@ class ModelSpec(BaseModel):
         bad = [name for name in value if not _ENV_NAME.match(name)]
         if bad:
             raise ValueError(f"{', '.join(map(repr, bad))} cannot be environment variable names (letters, digits, _)")
+        return value
+
+    @field_validator("output_url")
+    @classmethod
+    def _check_output_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(s3|gs)://[^/]+", value):
+            raise ValueError(f"{value!r} is not a bucket URL; expected s3://bucket/prefix or gs://bucket/prefix")
         return value
 
     @field_validator("memory", mode="before")

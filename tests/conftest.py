@@ -8,9 +8,15 @@ than a developer's own. The head has a fake A100 (one GPU plus the
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import socket
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -34,8 +40,9 @@ os.environ.update(
         "LAMBDAML_NUM_GPUS": "1",
     }
 )
-for variable in ("LAMBDAML_ADDRESS", "RAY_ADDRESS", "LAMBDAML_URL"):
+for variable in ("LAMBDAML_ADDRESS", "RAY_ADDRESS", "LAMBDAML_URL", "LAMBDAML_OUTPUT_URL", "LAMBDAML_ALLOWED_HOSTS"):
     os.environ.pop(variable, None)
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"  # else every gcsfs call first waits 60 s on a gRPC probe
 
 FAKE_GPU_RESOURCES = {"accelerator_type:A100": 1}
 
@@ -63,3 +70,82 @@ def deployed(cluster):
     yield deploy
     for model in models:
         model.delete()
+
+
+# ------------------------------------------------------------------ storage endpoints
+#
+# Started after the cluster, and announced only in this process's environment:
+# replicas learn the endpoints and credentials the way they would in real use,
+# through what lambdaml forwards when deploying.
+
+
+def _wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="session")
+def s3(cluster):
+    """A moto S3 server on loopback, with a bucket; yields an s3fs filesystem for it."""
+    import s3fs
+
+    from lambdaml.testing import local_s3
+
+    with local_s3():
+        fs = s3fs.S3FileSystem(skip_instance_cache=True)
+        fs.mkdir("lmt-bucket")
+        yield fs
+
+
+
+@pytest.fixture(scope="session")
+def gcs(cluster):
+    """gcp-storage-emulator on loopback, with a bucket; yields a gcsfs filesystem for it."""
+    import fsspec.config
+
+    port = _free_port()
+    emulator = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host=127.0.0.1", f"--port={port}",
+         "--in-memory"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for_port(port)
+    os.environ.update({"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "FSSPEC_GS": '{"token": "anon", "project": "test"}'})
+    fsspec.config.set_conf_env(fsspec.config.conf)
+    import gcsfs
+
+    fs = gcsfs.GCSFileSystem(skip_instance_cache=True)
+    fs.mkdir("lmt-bucket")
+    yield fs
+    emulator.terminate()
+    emulator.wait(10)
+
+
+class _CountingHandler(http.server.SimpleHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_GET(self) -> None:
+        type(self).requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+
+@pytest.fixture(scope="session")
+def http_files(cluster, tmp_path_factory):
+    """A loopback HTTP server for files, allow-listed for replicas; yields (folder, base URL, request log)."""
+    folder = tmp_path_factory.mktemp("http-files")
+    handler = functools.partial(_CountingHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    os.environ["LAMBDAML_ALLOWED_HOSTS"] = f"127.0.0.1:{port}"
+    yield folder, f"http://127.0.0.1:{port}", _CountingHandler.requests
+    server.shutdown()

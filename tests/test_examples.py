@@ -1,11 +1,14 @@
 """Every file in examples/ runs end to end against the session's cluster."""
 
+import io
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from PIL import Image
 from nbclient import NotebookClient
 
 from lambdaml.deploy import delete
@@ -13,9 +16,9 @@ from lambdaml.deploy import delete
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-def run_example(name: str) -> str:
+def run_example(name: str, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=300
+        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=300, env=env
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
@@ -23,7 +26,7 @@ def run_example(name: str) -> str:
 
 def test_all_examples_are_covered():
     examples = {p.name for p in EXAMPLES.iterdir() if p.suffix in (".py", ".ipynb")}
-    assert examples == {"hello.py", "echo_class.py", "quickstart.ipynb"}
+    assert examples == {"hello.py", "echo_class.py", "grayscale.py", "quickstart.ipynb"}
 
 
 @pytest.mark.parametrize(
@@ -56,3 +59,15 @@ def test_quickstart_notebook_runs_headless(cluster, tmp_path):
         for output in cell.outputs
     )
     assert "Hello, Ada!" in outputs and "Hi there, Ada." in outputs and "Ray dashboard: http://127.0.0.1:" in outputs
+
+
+def test_grayscale_example_writes_its_output_to_s3(cluster, s3):
+    env = {**os.environ, "LAMBDAML_OUTPUT_URL": "s3://lmt-bucket/examples"}
+    try:
+        output = run_example("grayscale.py", env)
+    finally:
+        delete("grayscale")
+    url = output.split("output: ", 1)[1].split()[0]
+    assert url.startswith("s3://lmt-bucket/examples/") and url.endswith("/gray.png")
+    picture = Image.open(io.BytesIO(s3.cat(url)))
+    assert picture.mode == "L" and picture.size == (64, 48)
