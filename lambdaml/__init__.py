@@ -23,7 +23,7 @@ from lambdaml.errors import (
     ModelError,
     NotDeployedError,
 )
-from lambdaml import files
+from lambdaml import files, predictions
 from lambdaml.files import Path
 from lambdaml.inputs import Input, Secret
 from lambdaml.model import Model, model
@@ -43,6 +43,7 @@ __all__ = [
     "Secret",
     "create_prediction",
     "files",
+    "predictions",
     "model",
     "rollback",
     "run",

@@ -16,8 +16,10 @@ import contextlib
 import contextvars
 import io
 import logging
+import logging.handlers
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 from lambdaml.inputs import REDACTED
@@ -122,3 +124,29 @@ def capture(secrets: list[str] | None = None) -> Iterator[_Capture]:
         yield buffer
     finally:
         _current.reset(token)
+
+
+def flush_serve_logs_every(seconds: float) -> None:
+    """Flush Ray Serve's buffered replica log every ``seconds`` (idempotent).
+
+    In throughput mode (lambdaml's HAProxy default) Serve buffers up to 1,000
+    log records in memory before writing the replica's log file, so
+    ``lambdaml logs`` would show nothing for a long time. A flush per second
+    keeps the buffering's speed and the logs current.
+    """
+    global _flusher
+    if _flusher is not None:
+        return
+
+    def flush_forever() -> None:
+        while True:
+            time.sleep(seconds)
+            for handler in logging.getLogger(_SERVE_LOGGER).handlers:
+                if isinstance(handler, logging.handlers.MemoryHandler):
+                    handler.flush()
+
+    _flusher = threading.Thread(target=flush_forever, name="lambdaml-log-flush", daemon=True)
+    _flusher.start()
+
+
+_flusher: threading.Thread | None = None

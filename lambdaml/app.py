@@ -95,7 +95,7 @@ def cluster_gpu_types() -> set[str]:
     return {key[len(prefix) :] for key in ray.cluster_resources() if key.startswith(prefix)}
 
 
-def _replica_needs(actor_options: dict[str, Any]) -> dict[str, float]:
+def replica_needs(actor_options: dict[str, Any]) -> dict[str, float]:
     """The Ray resources one replica asks for, as the scheduler sees them."""
     needs = {"CPU": actor_options["num_cpus"], "GPU": actor_options.get("num_gpus", 0)}
     if "accelerator_type" in actor_options:
@@ -105,9 +105,8 @@ def _replica_needs(actor_options: dict[str, Any]) -> dict[str, float]:
     return {name: amount for name, amount in needs.items() if amount}
 
 
-def unschedulable_reason(actor_options: dict[str, Any], nodes: list[dict[str, float]]) -> str | None:
-    """Why no node of ``nodes`` (their total resources) could ever hold a replica; None if one can."""
-    needs = _replica_needs(actor_options)
+def unschedulable_reason(needs: dict[str, float], nodes: list[dict[str, float]]) -> str | None:
+    """Why no node of ``nodes`` (their total resources) could ever hold a replica needing ``needs``; None if one can."""
     if any(all(node.get(name, 0) >= amount for name, amount in needs.items()) for node in nodes):
         return None
     wanted = ", ".join(f"{name}={amount:g}" for name, amount in needs.items())
@@ -123,7 +122,7 @@ def check_schedulable(name: str, actor_options: dict[str, Any]) -> None:
     import ray
 
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    reason = unschedulable_reason(actor_options, nodes)
+    reason = unschedulable_reason(replica_needs(actor_options), nodes)
     if reason is not None:
         raise DeployError(
             f"{name!r} cannot run on this cluster: {reason}. The embedded local cluster cannot add nodes; "

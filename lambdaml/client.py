@@ -16,6 +16,7 @@ from lambdaml import cluster
 from lambdaml._settings import http_base_url
 from lambdaml.errors import InputError, ModelError, NotDeployedError
 from lambdaml.files import file_fields, send_local_files
+from lambdaml.schema import Prediction
 
 
 def _not_deployed(name: str, where: str) -> NotDeployedError:
@@ -27,7 +28,7 @@ def _not_deployed(name: str, where: str) -> NotDeployedError:
 
 def _output_of(prediction: dict[str, Any]) -> Any:
     if prediction["status"] != "succeeded":
-        raise ModelError(prediction)
+        raise ModelError(Prediction.model_validate(prediction))
     return prediction["output"]
 
 
@@ -69,7 +70,8 @@ def create_prediction(name: str, input: dict[str, Any], timeout: float = 600.0) 
         body = response.json()
         raise InputError(body["detail"], body.get("invalid_fields"))
     if response.status_code != 200:
-        raise ModelError({"status": "failed", "error": f"HTTP {response.status_code} from {url}: {response.text[:500]}"})
+        error = f"HTTP {response.status_code} from {url}: {response.text[:500]}"
+        raise ModelError(Prediction(id="", status="failed", error=error))
     return response.json()
 
 

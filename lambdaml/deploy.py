@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -53,19 +54,31 @@ def _store_for(info: cluster.ClusterInfo) -> ArtifactStore:
     return store
 
 
-def deploy(model: Model, wait: bool = True, timeout: float = 300.0) -> Deployment:
+Progress = Callable[[str, str], None]  # (stage, detail): what deploy is doing, for the CLI's live display
+
+
+def _quiet(stage: str, detail: str) -> None:
+    pass
+
+
+def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Progress = _quiet) -> Deployment:
     """Package ``model``, store the artifact, run it as a Serve application and (by default) wait for it."""
     info = cluster.connect()
     model.schema  # describe now: a bad annotation fails here, not in a replica
+    progress("environment", "checking the cluster's Python and packages")
     python, _ = environment.cluster_environment(info.address)
     environment.check_python(python)
     secrets = environment.secret_values(model.spec.secrets)
+    progress("environment", "capturing code and packages")
     manifest, code = build_artifact(model, secrets)
     store = _store_for(info)
-    return _run(store, store.save(manifest, code), secrets, wait, timeout)
+    progress("upload", f"storing the artifact in {store.url}")
+    return _run(store, store.save(manifest, code), secrets, wait, timeout, progress)
 
 
-def rollback(name: str, version: str | None = None, wait: bool = True, timeout: float = 300.0) -> Deployment:
+def rollback(
+    name: str, version: str | None = None, wait: bool = True, timeout: float = 300.0, progress: Progress = _quiet
+) -> Deployment:
     """Redeploy the version of ``name`` deployed before the current one, or ``version``."""
     info = cluster.connect()
     store = _store_for(info)
@@ -77,7 +90,7 @@ def rollback(name: str, version: str | None = None, wait: bool = True, timeout: 
         raise NotDeployedError(f"{name!r} has no version {version!r}; known versions: {known}") from None
     environment.check_python(environment.cluster_environment(info.address)[0], manifest.python)
     secrets = environment.secret_values(manifest.model_spec().secrets)
-    return _run(store, manifest, secrets, wait, timeout)
+    return _run(store, manifest, secrets, wait, timeout, progress)
 
 
 def versions(name: str) -> list[VersionInfo]:
@@ -85,12 +98,16 @@ def versions(name: str) -> list[VersionInfo]:
     return ArtifactStore().versions(name)
 
 
-def _run(store: ArtifactStore, manifest: Manifest, secrets: dict[str, str], wait: bool, timeout: float) -> Deployment:
+def _run(
+    store: ArtifactStore, manifest: Manifest, secrets: dict[str, str], wait: bool, timeout: float, progress: Progress
+) -> Deployment:
     from ray import serve
 
     info = cluster.connect()
     spec = manifest.model_spec()
     install = environment.missing(manifest.requirements, environment.cluster_environment(info.address)[1])
+    if install:
+        progress("install", f"the cluster will install {', '.join(install)} (cached after the first time)")
     if info.embedded:
         check_schedulable(spec.name, serve_options(spec, cluster_gpu_types())["ray_actor_options"])
     artifact = store.artifact_url(spec.name, manifest.version)
@@ -103,10 +120,13 @@ def _run(store: ArtifactStore, manifest: Manifest, secrets: dict[str, str], wait
             "debug": debug_enabled(),
         }
     )
-    serve.run_many([serve.RunTarget(target=app, name=spec.name, route_prefix=f"/{spec.name}")], wait_for_applications_running=False)
+    progress("replicas", f"starting version {manifest.version}")
+    target = serve.RunTarget(target=app, name=spec.name, route_prefix=f"/{spec.name}")
+    serve.run_many([target], wait_for_applications_running=False)
     if wait:
         deadline = time.monotonic() + timeout
-        _wait_until_running(spec.name, spec.min, deadline)
+        _wait_until_running(spec.name, spec.min, deadline, progress)
+        progress("route", f"waiting for {info.http_url}/{spec.name} to answer")
         _wait_for_route(info.http_url, spec.name, deadline)
     store.record_deploy(spec.name, manifest.version)
     return Deployment(spec.name, f"{info.http_url}/{spec.name}", manifest.version, info.dashboard_url)
@@ -134,9 +154,14 @@ def app_status(name: str) -> dict[str, Any]:
     return {"status": _enum_value(app.status), "message": "\n".join(messages), "replicas": replicas}
 
 
-def _wait_until_running(name: str, min_replicas: int, deadline: float) -> None:
+def _wait_until_running(name: str, min_replicas: int, deadline: float, progress: Progress) -> None:
+    shown = None
     while True:
         state = app_status(name)
+        replicas = ", ".join(f"{count} {kind.lower()}" for kind, count in sorted(state["replicas"].items()))
+        if replicas != shown:
+            progress("replicas", f"replicas: {replicas or 'none yet'}")
+            shown = replicas
         if state["status"] == "RUNNING":
             break
         if state["status"] in ("DEPLOY_FAILED", "UNHEALTHY"):

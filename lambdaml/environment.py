@@ -128,7 +128,7 @@ def scan_code(target: Any) -> CodeScan:
     scan = CodeScan()
     seen_objects: set[int] = set()
     seen_modules: set[str] = set()
-    pending: list[Any] = [target]
+    pending: list[Any] = [target, getattr(target, "__module__", None) or "__main__"]  # its own module too
     while pending:
         obj = pending.pop()
         if isinstance(obj, str):  # a module name

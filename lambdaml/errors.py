@@ -34,9 +34,8 @@ class InputError(LambdamlError, ValueError):
 
 
 class ModelError(LambdamlError):
-    """The model's own code failed; ``prediction`` carries the failed prediction."""
+    """The model's own code failed; ``prediction`` carries the failed prediction (``.error``, ``.logs``, ...)."""
 
     def __init__(self, prediction: Any):
-        error = prediction.get("error") if isinstance(prediction, dict) else getattr(prediction, "error", None)
-        super().__init__(error or "The prediction failed")
+        super().__init__(getattr(prediction, "error", None) or "The prediction failed")
         self.prediction = prediction

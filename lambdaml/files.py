@@ -264,6 +264,11 @@ def has_files(output: Any) -> bool:
     return bool(_found(output, pathlib.PurePath))
 
 
+def total_size(output: Any) -> int:
+    """Bytes of the files in ``output`` (missing ones count 0; delivering them fails later)."""
+    return sum(pathlib.Path(p).stat().st_size for p in _found(output, pathlib.PurePath) if pathlib.Path(p).is_file())
+
+
 # ------------------------------------------------------------------ client side
 
 

@@ -11,7 +11,7 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
 
-from lambdaml.schema import ModelSchema, describe, openapi, resolve_defaults
+from lambdaml.schema import ModelSchema, describe, openapi, predict_callable, resolve_defaults, type_hints
 from lambdaml.spec import ModelSpec, build_spec, kebab_case
 
 if TYPE_CHECKING:
@@ -42,12 +42,15 @@ class Model:
 
     @functools.cached_property
     def schema(self) -> ModelSchema:
-        return describe(self.target)
+        return describe(self.target, self.__dict__.get("_type_hints"))
 
     def __getstate__(self) -> dict[str, Any]:
-        # The schema holds dynamically created pydantic classes: rebuild, don't ship.
+        # The schema holds dynamically created pydantic classes: rebuild, don't ship. Ship the
+        # resolved annotations instead: with `from __future__ import annotations` they are
+        # strings naming globals that code shipped by value does not carry.
         state = dict(self.__dict__)
         state.pop("schema", None)
+        state["_type_hints"] = type_hints(predict_callable(self.target))
         return state
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -9,6 +9,7 @@ nothing of HTTP or Ray, so it can be exercised directly in a test.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import pathlib
 import time
@@ -21,6 +22,8 @@ from typing import Any
 
 from lambdaml import _logs, files
 from lambdaml._threads import SyncRunner
+from lambdaml.errors import InputError
+from lambdaml.metrics import GpuMemory, NoMetrics
 from lambdaml.model import Model
 from lambdaml.schema import Prediction
 
@@ -39,8 +42,10 @@ def _error_message(exc: BaseException, debug: bool) -> str:
 class ModelRuntime:
     """One replica's model: set up once, then predict many times."""
 
-    def __init__(self, model: Model, debug: bool = False, masked: list[str] = ()):
+    def __init__(self, model: Model, debug: bool = False, masked: list[str] = (), metrics: NoMetrics | None = None):
         _logs.install()
+        self._metrics = metrics or NoMetrics()
+        self.recent_errors: collections.deque[dict[str, str]] = collections.deque(maxlen=5)
         self._masked = list(masked)  # secret values from the environment: never in logs
         self.spec = model.spec
         self.schema = model.schema
@@ -61,60 +66,87 @@ class ModelRuntime:
         self._is_async = inspect.iscoroutinefunction(self._predict)
         self._threads = SyncRunner(f"{self.spec.name}-predict")
         self._output_location = files.output_location(self.spec.output_url)
+        self._gpu = GpuMemory()  # after setup(), which is where torch gets imported
 
     @property
     def setup_failed(self) -> bool:
         return self._setup["status"] == "failed"
 
     def health(self) -> dict[str, Any]:
-        """Cog's health-check body: READY, or SETUP_FAILED with the setup error and logs."""
-        return {"status": "SETUP_FAILED" if self.setup_failed else "READY", "setup": dict(self._setup)}
+        """Cog's health-check body: READY, or SETUP_FAILED with the setup error and logs; recent failures."""
+        status = "SETUP_FAILED" if self.setup_failed else "READY"
+        return {"status": status, "setup": dict(self._setup), "recent_errors": list(self.recent_errors)}
 
     async def predict(self, raw_input: dict[str, Any], prediction_id: str | None = None) -> Prediction:
-        """Run one prediction. Raises InputError (nothing runs) if the inputs are invalid."""
+        """Run one prediction. Raises InputError (nothing runs) if the inputs are invalid or unreachable."""
         created_at = _now()
         prediction_id = prediction_id or secrets.token_hex(16)
-        inputs = self.schema.validate(raw_input)
+        try:
+            inputs = self.schema.validate(raw_input)
+        except InputError:
+            self._metrics.finished("invalid")
+            raise
         echoed = self.schema.echo(inputs)
         if self.setup_failed:
+            self._metrics.finished("failed")
             return Prediction(
                 id=prediction_id, status="failed", input=echoed, created_at=created_at, completed_at=_now(),
                 error=f"The model's setup() failed, so it cannot predict: {self._setup['error']}",
             )
         kwargs = {name: getattr(inputs, name) for name in type(inputs).model_fields}
         masked = self._masked + [kwargs[name].get_secret_value() for name in self.schema.secret_fields if kwargs[name]]
+        figures: dict[str, float] = {}
         folder = pathlib.Path(tempfile.mkdtemp(prefix="lambdaml-")) if self.schema.file_fields else None
         try:
-            metrics: dict[str, float] = {}
             if folder is not None:
-                fetch_started = time.perf_counter()
-                kwargs = await files.fetch_inputs(kwargs, folder)  # a file that cannot be had: InputError
-                metrics["fetch_time"] = time.perf_counter() - fetch_started
+                kwargs = await self._fetch(kwargs, folder, figures)
+            self._metrics.started()
             started_at, started = _now(), time.perf_counter()
             with _logs.capture(masked) as logs:
-                output, error = await self._call(kwargs, prediction_id, logs)
+                output, error = await self._call(kwargs, prediction_id, logs, figures)
+            figures["predict_time"] = time.perf_counter() - started
         finally:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
+        status = "failed" if error is not None else "succeeded"
+        self._metrics.finished(status, **figures)
+        if error is not None:
+            self.recent_errors.append({"id": prediction_id, "at": created_at, "error": error})
         return Prediction(
             id=prediction_id,
-            status="failed" if error is not None else "succeeded",
+            status=status,
             input=echoed,
             output=output,
             error=error,
             logs=logs.text(),
-            metrics={"predict_time": time.perf_counter() - started, **metrics},
+            metrics={key: figures[key] for key in ("predict_time", "fetch_time") if key in figures},
             created_at=created_at,
             started_at=started_at,
             completed_at=_now(),
         )
 
-    async def _call(self, kwargs: dict[str, Any], prediction_id: str, logs: Any) -> tuple[Any, str | None]:
+    async def _fetch(self, kwargs: dict[str, Any], folder: pathlib.Path, figures: dict[str, float]) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            kwargs = await files.fetch_inputs(kwargs, folder)
+        except InputError:  # a file that cannot be had
+            self._metrics.finished("invalid")
+            raise
+        figures["fetch_time"] = time.perf_counter() - started
+        figures["bytes_in"] = float(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()))
+        return kwargs
+
+    async def _call(
+        self, kwargs: dict[str, Any], prediction_id: str, logs: Any, figures: dict[str, float]
+    ) -> tuple[Any, str | None]:
         """Run predict with the timeout and deliver its output files: ``(output, error)``."""
+        self._gpu.reset()
         try:
             call = self._predict(**kwargs) if self._is_async else self._threads.run(self._predict, kwargs)
             result = await asyncio.wait_for(call, self.spec.timeout)
+            figures.update(self._gpu.peak())
             if files.has_files(result):
+                figures["bytes_out"] = float(files.total_size(result))
                 result = await asyncio.to_thread(files.upload_outputs, result, prediction_id, self._output_location)
             return self.schema.dump_output(result), None
         except TimeoutError:

@@ -118,13 +118,21 @@ def input_info(parameter: inspect.Parameter) -> Input:
     return Input(default=parameter.default)
 
 
-def describe(target: Any) -> ModelSchema:
-    """Build the input model and output adapter of a @model function or class."""
-    function = predict_callable(target)
+def type_hints(function: Callable[..., Any]) -> dict[str, Any]:
+    """The resolved annotations of ``function`` (strings under ``from __future__ import annotations`` too)."""
     try:
-        hints = typing.get_type_hints(function, include_extras=True)
+        return typing.get_type_hints(function, include_extras=True)
     except Exception as exc:  # unresolvable forward references, typos in annotations
-        raise ConfigError(f"Cannot read the type annotations of {function.__qualname__}: {exc}") from None
+        hint = ""
+        if isinstance(exc, NameError):
+            hint = " (names used in annotations must be importable from the module, not only inside a function)"
+        raise ConfigError(f"Cannot read the type annotations of {function.__qualname__}: {exc}{hint}") from None
+
+
+def describe(target: Any, hints: dict[str, Any] | None = None) -> ModelSchema:
+    """Build the input model and output adapter of a @model function or class (``hints``: resolved already)."""
+    function = predict_callable(target)
+    hints = hints if hints is not None else type_hints(function)
     fields: dict[str, Any] = {}
     secrets = set()
     for parameter in _parameters(function):

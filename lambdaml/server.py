@@ -18,9 +18,11 @@ from pydantic_core import to_json
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lambdaml._logs import flush_serve_logs_every
 from lambdaml.artifacts import load_code, load_manifest
 from lambdaml.environment import sensitive_values
 from lambdaml.errors import InputError
+from lambdaml.metrics import ModelMetrics
 from lambdaml.package import unpack
 from lambdaml.runtime import ModelRuntime
 from lambdaml.schema import openapi
@@ -85,13 +87,16 @@ class ModelServer:
         debug: bool = False,
     ):
         _use_environment(environment or {})  # first: the artifact store may need these credentials
+        flush_serve_logs_every(1.0)
         manifest = load_manifest(artifact)
         spec = manifest.model_spec()
         self.version = manifest.version
         secret_values = _secret_values(spec.secrets, secrets)
         _use_environment({**spec.env, **secret_values})
         masked = list(secret_values.values()) + sensitive_values(environment or {})
-        self.runtime = ModelRuntime(unpack(load_code(artifact)), debug=debug, masked=masked)
+        self.runtime = ModelRuntime(
+            unpack(load_code(artifact)), debug=debug, masked=masked, metrics=ModelMetrics(spec.name)
+        )
         self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))
 
     async def __call__(self, request: Request) -> Response:

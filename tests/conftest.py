@@ -42,6 +42,7 @@ os.environ.update(
 )
 for variable in ("LAMBDAML_ADDRESS", "RAY_ADDRESS", "LAMBDAML_URL", "LAMBDAML_OUTPUT_URL", "LAMBDAML_ALLOWED_HOSTS"):
     os.environ.pop(variable, None)
+os.environ["COLUMNS"] = "200"  # the CLI's tables print whole URLs, as in a normal terminal
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"  # else every gcsfs call first waits 60 s on a gRPC probe
 
 FAKE_GPU_RESOURCES = {"accelerator_type:A100": 1}

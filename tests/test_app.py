@@ -7,7 +7,7 @@ import lambdaml
 import lambdaml.artifacts
 from lambdaml import model
 from lambdaml._resources import GpuRequest
-from lambdaml.app import AppArgs, choose_gpu, serve_options, unschedulable_reason
+from lambdaml.app import AppArgs, choose_gpu, replica_needs, serve_options, unschedulable_reason
 
 
 def test_serve_options_map_the_spec_onto_ray_serve():
@@ -52,10 +52,12 @@ def test_gpu_fallbacks_pick_the_first_type_the_cluster_has():
 
 def test_unschedulable_reason_compares_needs_with_each_node():
     node = {"CPU": 2.0, "GPU": 1.0, "accelerator_type:A100": 1.0, "memory": 8e9, "node:127.0.0.1": 1.0}
-    assert unschedulable_reason({"num_cpus": 1.0, "num_gpus": 1, "accelerator_type": "A100"}, [node]) is None
-    reason = unschedulable_reason({"num_cpus": 4.0}, [node])
+    gpu_replica = replica_needs({"num_cpus": 1.0, "num_gpus": 1, "accelerator_type": "A100"})
+    assert gpu_replica == {"CPU": 1.0, "GPU": 1, "accelerator_type:A100": 0.001}
+    assert unschedulable_reason(gpu_replica, [node]) is None
+    reason = unschedulable_reason(replica_needs({"num_cpus": 4.0}), [node])
     assert reason.startswith("a replica needs CPU=4") and "node:" not in reason
-    assert unschedulable_reason({"num_cpus": 1.0, "memory": 16e9}, [node]) is not None
+    assert unschedulable_reason(replica_needs({"num_cpus": 1.0, "memory": 16e9}), [node]) is not None
 
 
 def test_builder_deploys_a_stored_artifact_from_its_url_alone(deployed, cluster):

@@ -29,7 +29,7 @@ def test_run_returns_the_output(picky_deployed):
 def test_model_failure_raises_model_error_with_the_prediction(picky_deployed):
     with pytest.raises(ModelError, match="must not be negative") as error:
         lambdaml.run("picky", {"n": -1})
-    assert error.value.prediction["status"] == "failed"
+    assert error.value.prediction.status == "failed" and error.value.prediction.id
     with pytest.raises(ModelError, match="must not be negative"):
         picky.remote(n=-1)
 
@@ -70,3 +70,18 @@ def test_remote_works_where_an_event_loop_is_running(deployed):
         return in_loop.remote(x=1)
 
     assert asyncio.run(inside_a_loop()) == 2
+
+
+def test_predictions_create_returns_a_prediction_object(deployed):
+    @model(name="objects", cpu=0.1, min=1)
+    def objects(x: int) -> int:
+        if x < 0:
+            raise ValueError("negative")
+        return x * 2
+
+    deployed(objects)
+    prediction = lambdaml.predictions.create("objects", {"x": 4})
+    assert (prediction.status, prediction.output, prediction.error) == ("succeeded", 8, None)
+    assert prediction.id and "predict_time" in prediction.metrics and prediction.logs == ""
+    failed = lambdaml.predictions.create("objects", {"x": -1})
+    assert failed.status == "failed" and failed.error == "negative"

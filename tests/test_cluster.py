@@ -7,7 +7,8 @@ import sys
 import httpx
 
 from lambdaml import cluster as lambdaml_cluster
-from lambdaml.cluster import _cluster_processes, cluster_settings
+from lambdaml._head import _cluster_processes
+from lambdaml._settings import cluster_settings
 
 
 def _listening_sockets() -> list[tuple[str, int]]:

@@ -47,7 +47,7 @@ def test_local_helpers_ship_by_value_and_their_imports_are_pinned(helper_module)
         return lmt_helper.shout(text)
 
     scan = scan_code(shout)
-    assert {m.__name__ for m in scan.local_modules} == {"lmt_helper", "lmt_inner"}
+    assert {m.__name__ for m in scan.local_modules} == {"lmt_helper", "lmt_inner", __name__}  # its own module too
     assert {"httpx", "pydantic"} <= scan.packages
     assert not {"os", "sys", "lambdaml", "lmt_helper"} & scan.packages
     pins = requirements_for(model(shout).spec, scan)

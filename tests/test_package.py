@@ -1,5 +1,7 @@
 """Packaging: artifacts hold the code, never secret values; big captures warn."""
 
+import sys
+
 import pytest
 
 from lambdaml import ConfigError, model
@@ -40,3 +42,22 @@ def test_large_captured_objects_warn():
 
     with pytest.warns(LargeArtifactWarning, match="weights URL"):
         build(heavy, {})
+
+
+def test_postponed_annotations_survive_shipping_by_value(tmp_path, monkeypatch):
+    """Under `from __future__ import annotations`, names used only in annotations are not in the shipped globals."""
+    (tmp_path / "lmt_postponed.py").write_text(
+        "from __future__ import annotations\n"
+        "from lambdaml import Path as FilePath, model\n\n"
+        "@model(name='postponed')\n"
+        "def size_of(data: FilePath, scale: float = 1.0) -> int:\n"
+        "    return 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lmt_postponed
+
+    _, code = build(lmt_postponed.size_of, {})
+    sys.modules.pop("lmt_postponed")  # the replica has no such module
+    shipped = unpack(code)
+    assert shipped.schema.file_fields == {"data"}
+    assert shipped.schema.validate({"data": "s3://b/k", "scale": "2"}).scale == 2.0

@@ -1,0 +1,330 @@
+"""The ``lambdaml`` command: a thin typer + rich shell over lambdaml's Python API.
+
+Every command calls the same public functions a notebook would; this module
+only parses arguments and prints. Errors are one or two lines and a non-zero
+exit status (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any, Optional
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lambdaml import _cli_io, cluster, observe
+from lambdaml.errors import ClusterError, InputError, LambdamlError, NotDeployedError
+
+app = typer.Typer(
+    help="Serve ML models on Ray: deploy a @model file, call it, watch it.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, whatever the terminal width
+_state = {"debug": False}
+
+
+def _fail(message: str, hint: str = "") -> None:
+    errors.print(f"[bold red]Error:[/] {message}", highlight=False)
+    if hint:
+        errors.print(hint, highlight=False)
+    raise typer.Exit(1)
+
+
+def command(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Register a command whose lambdaml errors become a clear message and exit status 1."""
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except (LambdamlError, FileNotFoundError, ValueError) as exc:
+            if _state["debug"]:
+                raise
+            if isinstance(exc, InputError) and exc.invalid_fields:
+                lines = "\n".join(f"  {f['field']}: {f['message']}" for f in exc.invalid_fields)
+                _fail("the input is not valid:", lines)
+            _fail(str(exc))
+
+    return app.command()(run)
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to use (default: the local one)."),
+) -> None:
+    _state["debug"] = debug
+    if address:
+        os.environ["LAMBDAML_ADDRESS"] = address
+
+
+def _http_base() -> str:
+    """The predictions API's base URL; a clear error if no cluster is there to answer."""
+    if os.environ.get("LAMBDAML_URL"):
+        return os.environ["LAMBDAML_URL"].rstrip("/")
+    info = cluster.current()
+    if info is None and not os.environ.get("LAMBDAML_ADDRESS"):
+        raise ClusterError(
+            "No lambdaml cluster is running on this machine. Start one with `lambdaml up` or `lambdaml deploy FILE`."
+        )
+    return info.http_url if info else cluster.connect().http_url
+
+
+def _openapi(name: str) -> dict[str, Any]:
+    base = _http_base()
+    try:
+        response = httpx.get(f"{base}/{name}/openapi.json", timeout=30)
+    except httpx.ConnectError:
+        raise ClusterError(f"Nothing answers at {base}. Is the cluster running? (`lambdaml up`)") from None
+    if response.status_code != 200:
+        raise NotDeployedError(f"No model named {name!r} is deployed at {base}. See `lambdaml ls`.")
+    return response.json()
+
+
+# ------------------------------------------------------------------ deploy and call
+
+
+@command
+def deploy(
+    target: str = typer.Argument(..., help="A Python file with @model definitions, optionally `file.py:object`."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to deploy to."),
+) -> None:
+    """Deploy every @model in a file (or the one named).
+
+    Example: `lambdaml deploy examples/hello.py` or `lambdaml deploy models.py:captioner`
+    """
+    from lambdaml.deploy import deploy as deploy_model
+
+    if address:
+        os.environ["LAMBDAML_ADDRESS"] = address
+    models = _cli_io.load_models(target)
+    results = []
+    for model in models:
+        with console.status(f"[bold]{model.name}[/]: connecting to the cluster") as status:
+
+            def progress(stage: str, detail: str, name: str = model.name) -> None:
+                status.update(f"[bold]{name}[/]: {detail}")
+                if stage in ("upload", "install"):
+                    console.print(f"  [green]✓[/] {name}: {detail}", highlight=False)
+
+            started = time.monotonic()
+            deployment = deploy_model(model, progress=progress)
+        console.print(f"  [green]✓[/] {model.name}: ready in {time.monotonic() - started:.1f} s", highlight=False)
+        results.append(deployment)
+    table = Table("name", "version", "URL", "replicas", title="Deployed")
+    for deployment in results:
+        replicas = deployment.status()["replicas"]
+        table.add_row(deployment.name, deployment.version, f"{deployment.url}/predictions",
+                      ", ".join(f"{n} {s.lower()}" for s, n in replicas.items()) or "0 (scales up on demand)")
+    console.print(table)
+    console.print(f"Ray dashboard: {results[0].dashboard_url}", highlight=False)
+
+
+@command
+def predict(
+    name: str = typer.Argument(..., help="The model's name."),
+    inputs: list[str] = typer.Option([], "-i", "--input", help="An input as key=value, or key=@file to send a file."),
+    output_dir: pathlib.Path = typer.Option(pathlib.Path("."), "-o", "--output-dir", help="Where output files go."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole prediction as JSON."),
+) -> None:
+    """Run one prediction, like `cog predict`.
+
+    Example: `lambdaml predict grayscale -i image=@photo.png -i contrast=1.5 -o out/`
+    """
+    from lambdaml.client import create_prediction
+
+    document = _openapi(name)
+    schemas = document["components"]["schemas"]
+    values = _cli_io.parse_inputs(inputs, schemas["Input"])
+    prediction = create_prediction(name, values)
+    if prediction["status"] == "succeeded" and "x-lambdaml-file" in json.dumps(schemas.get("Output", {})):
+        prediction["output"], saved = _cli_io.save_output_files(prediction["output"], output_dir)
+        for path in saved:
+            errors.print(f"Written {path}", highlight=False)
+    failed = prediction["status"] != "succeeded"
+    if as_json:
+        console.print_json(data=prediction)
+    elif failed:
+        if prediction.get("logs"):
+            errors.print(prediction["logs"].rstrip(), highlight=False, markup=False)
+        _fail(f"the prediction failed: {prediction['error']}")
+    else:
+        output = prediction["output"]
+        console.print(output if isinstance(output, str) else json.dumps(output, indent=2), highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------ look
+
+
+@command
+def ls() -> None:
+    """List deployed models: version, status, replicas (running/target) and URL.
+
+    Example: `lambdaml ls`
+    """
+    models = observe.list_models()
+    if not models:
+        console.print("No models deployed. Deploy one with `lambdaml deploy FILE.py`.")
+        return
+    table = Table("name", "version", "status", "replicas", "URL")
+    for model in models:
+        table.add_row(model.name, model.version or "-", model.status, f"{model.running}/{model.target}", model.url)
+    console.print(table)
+
+
+@command
+def status(name: str = typer.Argument(..., help="The model's name.")) -> None:
+    """Show a model's replicas, why any are pending, and recent errors.
+
+    Example: `lambdaml status hello`
+    """
+    report = observe.status(name)
+    model = report["model"]
+    console.print(f"[bold]{model.name}[/] {model.version or ''} {model.status} at {model.url}", highlight=False)
+    table = Table("replica", "state", "node", "pid")
+    for replica in model.replicas:
+        table.add_row(replica.id, replica.state, replica.node_ip or "-", str(replica.pid or "-"))
+    console.print(table if model.replicas else "No replicas (scaled to zero; the next request starts one).")
+    for reason in report["pending"]:
+        console.print(f"[yellow]Pending:[/] {reason}", highlight=False)
+    for error in report["errors"]:
+        console.print(f"[red]Error:[/] {error}", highlight=False)
+
+
+@command
+def logs(
+    name: str = typer.Argument(..., help="The model's name."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+    tail: int = typer.Option(100, "--tail", help="Lines to show from the end of each replica's log."),
+) -> None:
+    """Print the replicas' logs (Ray's log API).
+
+    Example: `lambdaml logs hello --follow`
+    """
+    for line in observe.logs(name, follow=follow, tail=tail):
+        console.print(line, highlight=False, markup=False)
+
+
+@command
+def schema(
+    name: str = typer.Argument(..., help="The model's name."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole OpenAPI document."),
+) -> None:
+    """Show a model's inputs and output.
+
+    Example: `lambdaml schema hello`
+    """
+    document = _openapi(name)
+    if as_json:
+        console.print_json(data=document)
+        return
+    schemas = document["components"]["schemas"]
+    table = Table("input", "type", "default", "description", title=f"{name} inputs")
+    required = set(schemas["Input"].get("required", []))
+    for field, spec in schemas["Input"].get("properties", {}).items():
+        kind = "file" if spec.get("x-lambdaml-file") else spec.get("type") or "/".join(_cli_io._types(spec)) or "any"
+        default = "(required)" if field in required else json.dumps(spec.get("default"))
+        table.add_row(field, kind, default, spec.get("description") or "")
+    console.print(table)
+    output = schemas.get("Output", {})
+    console.print(f"output: {'file' if 'x-lambdaml-file' in json.dumps(output) else output.get('type', 'any')}")
+
+
+@command
+def versions(name: str = typer.Argument(..., help="The model's name.")) -> None:
+    """List a model's stored versions and when each was deployed.
+
+    Example: `lambdaml versions hello`
+    """
+    from lambdaml.deploy import versions as list_versions
+
+    table = Table("version", "created", "last deployed", "")
+    for row in list_versions(name):
+        table.add_row(row.version, row.created_at, row.deployed_at[-1] if row.deployed_at else "-",
+                      "current" if row.current else "")
+    console.print(table)
+
+
+# ------------------------------------------------------------------ change
+
+
+@command
+def delete(name: str = typer.Argument(..., help="The model's name.")) -> None:
+    """Delete a model's deployment (its stored versions stay).
+
+    Example: `lambdaml delete hello`
+    """
+    from lambdaml.deploy import delete as delete_model
+
+    observe.model_info(name)  # a clear error for a name that is not deployed
+    delete_model(name)
+    console.print(f"Deleted {name}.")
+
+
+@command
+def rollback(
+    name: str = typer.Argument(..., help="The model's name."),
+    version: Optional[str] = typer.Argument(None, help="The version to deploy (default: the previous one)."),
+) -> None:
+    """Redeploy the previous version of a model, or the one given.
+
+    Example: `lambdaml rollback hello` or `lambdaml rollback hello 3f2a9c81d0e4`
+    """
+    from lambdaml.deploy import rollback as roll_back
+
+    cluster.connect(start_embedded=False)
+    with console.status(f"[bold]{name}[/]: rolling back"):
+        deployment = roll_back(name, version)
+    console.print(f"{name} is now at version {deployment.version}: {deployment.url}/predictions", highlight=False)
+
+
+# ------------------------------------------------------------------ the local cluster
+
+
+@command
+def up() -> None:
+    """Start the local cluster in the background (deploy starts it too).
+
+    Example: `lambdaml up`
+    """
+    info = cluster.start()
+    console.print(f"Local cluster running. Predictions API: {info.http_url}  Ray dashboard: {info.dashboard_url}",
+                  highlight=False)
+
+
+@command
+def down() -> None:
+    """Stop the local cluster and every model on it.
+
+    Example: `lambdaml down`
+    """
+    console.print("Local cluster stopped." if cluster.shutdown() else "No local cluster was running.")
+
+
+@command
+def dashboard() -> None:
+    """Print the Ray dashboard's URL.
+
+    Example: `lambdaml dashboard`
+    """
+    info = cluster.current()
+    if info is None:
+        raise ClusterError("No lambdaml cluster is running on this machine. Start one with `lambdaml up`.")
+    console.print(info.dashboard_url, highlight=False)
+
+
+if __name__ == "__main__":
+    app()

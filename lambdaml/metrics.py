@@ -1,0 +1,89 @@
+"""The observe stage, inside replicas: ``lambdaml_*`` metrics through Ray Serve's metrics API.
+
+Ray exports them with the node's other metrics on its Prometheus endpoint (Ray
+adds a ``ray_`` prefix and, for Serve replicas, the ``application``,
+``deployment`` and ``replica`` tags); docs/monitoring.md lists the names and
+example queries. ``NoMetrics`` stands in where there is no Ray, as in unit
+tests of ``ModelRuntime``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+LATENCY_BOUNDARIES = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
+
+
+class NoMetrics:
+    """Records nothing."""
+
+    def started(self) -> None:
+        pass
+
+    def finished(self, status: str, **figures: float) -> None:
+        pass
+
+
+class ModelMetrics(NoMetrics):
+    """The metrics of one model's replica."""
+
+    def __init__(self, model: str):
+        from ray.serve.metrics import Counter, Gauge, Histogram
+
+        self._in_flight = 0
+        self.predictions = Counter(
+            "lambdaml_predictions", "Predictions by outcome: succeeded, failed or invalid", tag_keys=("model", "status")
+        )
+        self.predict_seconds = Histogram(
+            "lambdaml_predict_seconds", "Time in the model's predict", LATENCY_BOUNDARIES, tag_keys=("model",)
+        )
+        self.fetch_seconds = Histogram(
+            "lambdaml_fetch_seconds", "Time fetching a prediction's input files", LATENCY_BOUNDARIES, tag_keys=("model",)
+        )
+        self.in_flight = Gauge("lambdaml_predictions_in_flight", "Predictions running now", tag_keys=("model",))
+        self.file_bytes = Counter(
+            "lambdaml_file_bytes", "Bytes of input files fetched (in) and output files delivered (out)",
+            tag_keys=("model", "direction"),
+        )
+        self.gpu_peak = Gauge(
+            "lambdaml_gpu_peak_memory_bytes", "Peak CUDA memory allocated during the last prediction", tag_keys=("model",)
+        )
+        for metric in (self.predictions, self.predict_seconds, self.fetch_seconds, self.in_flight, self.file_bytes,
+                       self.gpu_peak):
+            metric.set_default_tags({"model": model})
+
+    def started(self) -> None:
+        self._in_flight += 1
+        self.in_flight.set(self._in_flight)
+
+    def finished(self, status: str, **figures: float) -> None:
+        """One prediction ended. ``figures``: predict_time, fetch_time, bytes_in, bytes_out, gpu_peak."""
+        self.predictions.inc(tags={"status": status})
+        if status != "invalid":
+            self._in_flight -= 1
+            self.in_flight.set(self._in_flight)
+        if "predict_time" in figures:
+            self.predict_seconds.observe(figures["predict_time"])
+        if "fetch_time" in figures:
+            self.fetch_seconds.observe(figures["fetch_time"])
+        for direction in ("in", "out"):
+            if figures.get(f"bytes_{direction}"):
+                self.file_bytes.inc(figures[f"bytes_{direction}"], tags={"direction": direction})
+        if "gpu_peak" in figures:
+            self.gpu_peak.set(figures["gpu_peak"])
+
+
+class GpuMemory:
+    """Peak CUDA memory of one prediction, when the model uses torch with CUDA."""
+
+    def __init__(self) -> None:
+        torch: Any = sys.modules.get("torch")
+        self._cuda = torch.cuda if torch is not None and torch.cuda.is_available() else None
+
+    def reset(self) -> None:
+        if self._cuda is not None:
+            self._cuda.reset_peak_memory_stats()
+
+    def peak(self) -> dict[str, float]:
+        return {"gpu_peak": float(self._cuda.max_memory_allocated())} if self._cuda is not None else {}

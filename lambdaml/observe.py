@@ -1,0 +1,175 @@
+"""The observe stage, from outside: what is deployed, how its replicas are doing, their logs.
+
+Everything here reads Ray's public interfaces: the dashboard's Serve REST API
+(``/api/serve/applications/``, the same data as the dashboard's Serve view),
+Ray's state API for logs, and the artifact store for versions. The CLI's
+``ls``, ``status`` and ``logs`` commands print what these functions return.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from lambdaml import cluster
+from lambdaml.app import unschedulable_reason
+from lambdaml.artifacts import ArtifactStore
+from lambdaml.errors import ClusterError, NotDeployedError
+
+_PENDING_STATES = ("PENDING_ALLOCATION", "PENDING_INITIALIZATION", "STARTING")
+
+
+@dataclass
+class ReplicaInfo:
+    id: str
+    state: str
+    node_ip: str | None = None
+    pid: int | None = None
+    actor_id: str | None = None
+    node_id: str | None = None
+    log_file: str | None = None
+
+
+@dataclass
+class ModelInfo:
+    """One row of ``lambdaml ls``."""
+
+    name: str
+    status: str
+    version: str
+    running: int
+    target: int
+    url: str
+    message: str = ""
+    replicas: list[ReplicaInfo] = field(default_factory=list)
+    required_resources: dict[str, float] = field(default_factory=dict)
+
+
+def serve_details() -> dict[str, Any]:
+    """The dashboard's view of every Serve application (its REST API)."""
+    info = cluster.connect(start_embedded=False)
+    try:
+        response = httpx.get(f"{info.dashboard_url}/api/serve/applications/", timeout=30)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ClusterError(f"The Ray dashboard at {info.dashboard_url} did not answer: {exc}") from None
+    return response.json()
+
+
+def _store_or_none() -> ArtifactStore | None:
+    try:
+        return ArtifactStore()
+    except Exception:  # a store this machine cannot reach: versions are left blank
+        return None
+
+
+def _model_info(name: str, app: dict[str, Any], http_url: str, store: ArtifactStore | None) -> ModelInfo:
+    deployments = list(app.get("deployments", {}).values())
+    replicas = [
+        ReplicaInfo(
+            id=r["replica_id"], state=r["state"], node_ip=r.get("node_ip"), pid=r.get("pid"),
+            actor_id=r.get("actor_id"), node_id=r.get("node_id"), log_file=r.get("log_file_path"),
+        )
+        for d in deployments
+        for r in d.get("replicas", [])
+    ]
+    messages = [app.get("message") or ""] + [d.get("message") or "" for d in deployments]
+    version = ""
+    if store is not None:
+        try:
+            version = store.current_version(name) or ""
+        except OSError:
+            version = ""
+    return ModelInfo(
+        name=name,
+        status=app.get("status", "UNKNOWN"),
+        version=version,
+        running=sum(r.state == "RUNNING" for r in replicas),
+        target=sum(d.get("target_num_replicas") or 0 for d in deployments),
+        url=f"{http_url}{app.get('route_prefix') or '/' + name}",
+        message="\n".join(m for m in messages if m),
+        replicas=replicas,
+        required_resources=deployments[0].get("required_resources", {}) if deployments else {},
+    )
+
+
+def list_models() -> list[ModelInfo]:
+    """Every application on the cluster with its version, replica counts and URL."""
+    info = cluster.connect(start_embedded=False)
+    store = _store_or_none()
+    applications = serve_details().get("applications", {})
+    return [_model_info(name, app, info.http_url, store) for name, app in sorted(applications.items())]
+
+
+def model_info(name: str) -> ModelInfo:
+    info = cluster.connect(start_embedded=False)
+    app = serve_details().get("applications", {}).get(name)
+    if app is None:
+        raise NotDeployedError(f"No model named {name!r} is deployed on this cluster (see `lambdaml ls`).")
+    return _model_info(name, app, info.http_url, _store_or_none())
+
+
+def pending_reason(needs: dict[str, float]) -> str:
+    """Why a replica that needs ``needs`` is not running yet, in plain words."""
+    import ray
+
+    cluster.connect(start_embedded=False)
+    wanted = ", ".join(f"{name}={amount:g}" for name, amount in needs.items() if amount)
+    if "GPU" in needs or any(name.startswith("accelerator_type:") for name in needs):
+        gpu = next((n.split(":", 1)[1] for n in needs if n.startswith("accelerator_type:")), "GPU")
+        what = f"a node with {needs.get('GPU', 1):g} {gpu}"
+    else:
+        what = f"room for {wanted}"
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    if unschedulable_reason(needs, nodes) is not None:
+        return f"waiting for {what}: the cluster has none; the autoscaler may add one"
+    return f"waiting for {what}: every node that has it is busy; it starts when one frees up"
+
+
+def status(name: str) -> dict[str, Any]:
+    """``lambdaml status``: the model, its replicas, why any are pending, and recent errors."""
+    model = model_info(name)
+    errors = [model.message] if model.message and model.status != "RUNNING" else []
+    pending = []
+    if any(r.state in _PENDING_STATES for r in model.replicas) or model.running < model.target:
+        pending.append(pending_reason(model.required_resources))
+    if model.running:
+        health = cluster.call_app(name, "health")
+        if health["status"] == "SETUP_FAILED":
+            errors.append(f"setup() failed: {health['setup']['error']}")
+        errors += [f"{e['at']} prediction {e['id']}: {e['error']}" for e in health.get("recent_errors", [])]
+    return {"model": model, "pending": pending, "errors": errors}
+
+
+def logs(name: str, follow: bool = False, tail: int = 100) -> Iterator[str]:
+    """Lines of the model's replica logs (Ray's state API), each prefixed with its replica id."""
+    from ray.util.state import get_log
+
+    model = model_info(name)
+    replicas = [r for r in model.replicas if r.node_id and r.log_file]
+    if not replicas:
+        raise NotDeployedError(f"{name!r} has no running replicas, so there are no replica logs to show.")
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read(replica: ReplicaInfo) -> None:
+        try:
+            for chunk in get_log(node_id=replica.node_id, filename=replica.log_file.lstrip("/"), tail=tail, follow=follow):
+                for line in chunk.splitlines():
+                    lines.put(f"[{replica.id}] {line}")
+        finally:
+            lines.put(None)
+
+    for replica in replicas:
+        threading.Thread(target=read, args=(replica,), daemon=True).start()
+    remaining = len(replicas)
+    while remaining:
+        line = lines.get()
+        if line is None:
+            remaining -= 1
+        else:
+            yield line

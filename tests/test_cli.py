@@ -1,0 +1,167 @@
+"""The lambdaml command, through typer's CliRunner and as a real subprocess, on the session's cluster."""
+
+import base64
+import os
+import subprocess
+import sys
+import textwrap
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from lambdaml.cli import app
+from lambdaml.deploy import delete
+
+runner = CliRunner()
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+def cli(*args: str):
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli-models")
+    (folder / "cli_helpers.py").write_text("def shout(text):\n    return text.upper() + '!'\n")
+    (folder / "models.py").write_text(
+        textwrap.dedent(
+            """
+            import pathlib
+            import tempfile
+
+            import cli_helpers
+            from lambdaml import Input, Path, model
+
+            @model(name="cli-shout", cpu=0.1, min=1)
+            def shout(text: str = Input(description="What to shout"), times: int = Input(default=1, ge=1, le=3)) -> str:
+                print("shouting", text)
+                if text == "boom":
+                    raise ValueError("cannot shout boom")
+                return " ".join([cli_helpers.shout(text)] * times)
+
+            @model(name="cli-files", cpu=0.1, min=1)
+            def reverse_bytes(data: Path = Input(description="Any file")) -> Path:
+                out = pathlib.Path(tempfile.mkdtemp()) / "reversed.bin"
+                out.write_bytes(data.read_bytes()[::-1])
+                return out
+            """
+        )
+    )
+    return folder / "models.py"
+
+
+@pytest.fixture(scope="module")
+def deployed_cli(cluster, model_file):
+    code, output = cli("deploy", str(model_file))
+    assert code == 0, output
+    yield output
+    for name in ("cli-shout", "cli-files"):
+        delete(name)
+
+
+def test_deploy_shows_stages_and_a_table(deployed_cli):
+    assert "storing the artifact" in deployed_cli and "ready in" in deployed_cli
+    assert "cli-shout" in deployed_cli and "cli-files" in deployed_cli and "/predictions" in deployed_cli
+    assert "Ray dashboard: http://127.0.0.1:" in deployed_cli
+
+
+def test_predict_converts_values_and_handles_files(deployed_cli, tmp_path):
+    code, output = cli("predict", "cli-shout", "-i", "text=hey", "-i", "times=2")
+    assert code == 0 and "HEY! HEY!" in output
+    source = tmp_path / "in.bin"
+    source.write_bytes(PNG)
+    code, output = cli("predict", "cli-files", "-i", f"data=@{source}", "-o", str(tmp_path / "out"))
+    assert code == 0, output
+    assert (tmp_path / "out" / "output.bin").read_bytes() == PNG[::-1] or any(
+        p.read_bytes() == PNG[::-1] for p in (tmp_path / "out").iterdir()
+    )
+    code, output = cli("predict", "cli-shout", "-i", "text=hi", "--json")
+    assert code == 0 and '"status": "succeeded"' in output and '"logs": "shouting hi\\n"' in output
+
+
+def test_ls_status_logs_and_schema(deployed_cli):
+    code, output = cli("ls")
+    assert code == 0 and "cli-shout" in output and "1/1" in output and "RUNNING" in output
+    code, output = cli("status", "cli-shout")
+    assert code == 0 and "RUNNING" in output
+    cli("predict", "cli-shout", "-i", "text=boom")
+    code, output = cli("status", "cli-shout")
+    assert "cannot shout boom" in output
+    code, output = cli("logs", "cli-shout", "--tail", "50")
+    assert code == 0 and "shouting" in output
+    code, output = cli("schema", "cli-shout")
+    assert code == 0 and "What to shout" in output and "integer" in output
+
+
+def test_rollback_versions_and_delete(cluster, tmp_path):
+    source = tmp_path / "versioned.py"
+    template = 'from lambdaml import model\n\n@model(name="cli-versioned", cpu=0.1, min=1)\ndef v() -> str:\n    return "{}"\n'
+    source.write_text(template.format("one"))
+    assert cli("deploy", str(source))[0] == 0
+    source.write_text(template.format("two"))
+    assert cli("deploy", f"{source}:v")[0] == 0
+    assert "two" in cli("predict", "cli-versioned")[1]
+    code, output = cli("rollback", "cli-versioned")
+    assert code == 0, output
+    assert "one" in cli("predict", "cli-versioned")[1]
+    code, output = cli("versions", "cli-versioned")
+    assert code == 0 and output.count("current") == 1
+    assert cli("delete", "cli-versioned")[0] == 0
+    assert "No model named 'cli-versioned'" in cli("delete", "cli-versioned")[1]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["predict", "no-such-model"], "No model named 'no-such-model'"),
+        (["status", "no-such-model"], "No model named 'no-such-model'"),
+        (["predict", "cli-shout", "-i", "text"], "-i expects key=value"),
+        (["predict", "cli-shout", "-i", "times=9", "-i", "text=x"], "times: Input should be less than or equal to 3"),
+        (["predict", "cli-files", "-i", "data=@/no/such/file.png"], "no file at /no/such/file.png"),
+        (["deploy", "/no/such/models.py"], "No file at /no/such/models.py"),
+    ],
+)
+def test_errors_are_one_or_two_lines_without_traceback(deployed_cli, args, message):
+    code, output = cli(*args)
+    assert code == 1 and message in output and "Traceback" not in output
+    assert len(output.strip().splitlines()) <= 3
+
+
+def test_no_cluster_running_is_a_clear_error(tmp_path):
+    env = {**os.environ, "LAMBDAML_TEMP_DIR": str(tmp_path / "none"), "LAMBDAML_RAY_PORT": "6999"}
+    for args in (["ls"], ["predict", "hello", "-i", "name=x"], ["dashboard"]):
+        result = subprocess.run([sys.executable, "-m", "lambdaml.cli", *args], env=env, capture_output=True, text=True)
+        assert result.returncode == 1, result.stderr
+        assert "No lambdaml cluster is running" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_command_has_help_with_an_example():
+    for command in ("deploy", "predict", "ls", "status", "logs", "delete", "rollback", "schema", "up", "down",
+                    "dashboard", "versions"):
+        code, output = cli(command, "--help")
+        assert code == 0 and "Example" in output, command
+
+
+def test_real_subprocess_deploys_and_predicts(cluster, tmp_path):
+    source = tmp_path / "sub.py"
+    source.write_text('from lambdaml import model\n\n@model(name="cli-sub", cpu=0.1)\ndef sub(x: int) -> int:\n    return x * 3\n')
+    lambdaml_command = [sys.executable, "-m", "lambdaml.cli"]
+    try:
+        deployed = subprocess.run([*lambdaml_command, "deploy", str(source)], capture_output=True, text=True, timeout=300)
+        assert deployed.returncode == 0, deployed.stderr
+        predicted = subprocess.run([*lambdaml_command, "predict", "cli-sub", "-i", "x=14"], capture_output=True,
+                                   text=True, timeout=120)
+        assert predicted.returncode == 0 and predicted.stdout.strip() == "42", predicted.stderr
+    finally:
+        delete("cli-sub")
+
+
+def test_dashboard_rest_api_lists_a_deployed_model(deployed_cli, cluster):
+    applications = httpx.get(f"{cluster.dashboard_url}/api/serve/applications/", timeout=30).json()["applications"]
+    assert applications["cli-shout"]["status"] == "RUNNING"
+    assert applications["cli-shout"]["route_prefix"] == "/cli-shout"

@@ -1,0 +1,52 @@
+"""Observing deployments: listings, replica states, pending reasons in plain words, logs."""
+
+import time
+
+import pytest
+
+import lambdaml
+from lambdaml import model, observe
+
+
+def test_a_gpu_replica_with_no_gpu_left_says_why_it_waits(deployed):
+    @model(name="gpu-hungry", gpu="A100", cpu=0.1, min=2, max=2)
+    def gpu_hungry() -> str:
+        return "ok"
+
+    deployed(gpu_hungry, wait=False)  # the cluster has one (fake) A100: the second replica cannot start
+    deadline = time.monotonic() + 60
+    report = observe.status("gpu-hungry")
+    while not (report["model"].running == 1 and report["pending"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        report = observe.status("gpu-hungry")
+    assert report["model"].running == 1 and report["model"].target == 2
+    assert report["pending"] == [
+        "waiting for a node with 1 A100: every node that has it is busy; it starts when one frees up"
+    ]
+
+
+def test_pending_reason_names_a_missing_gpu_type(cluster):
+    reason = observe.pending_reason({"CPU": 1, "GPU": 1, "accelerator_type:H100": 0.001})
+    assert reason == "waiting for a node with 1 H100: the cluster has none; the autoscaler may add one"
+
+
+def test_listing_and_logs_of_a_deployed_model(deployed):
+    @model(name="observed", cpu=0.1, min=1)
+    def observed(text: str) -> str:
+        print("observed says", text)
+        return text
+
+    deployment = deployed(observed)
+    lambdaml.run("observed", {"text": "hello logs"})
+    row = next(m for m in observe.list_models() if m.name == "observed")
+    assert (row.version, row.status, row.running, row.target) == (deployment.version, "RUNNING", 1, 1)
+    assert row.url == deployment.url
+    deadline = time.monotonic() + 15  # replicas write their log file every second
+    while not any("observed says hello logs" in line for line in observe.logs("observed", tail=200)):
+        assert time.monotonic() < deadline, "the print never reached the replica's log"
+        time.sleep(0.5)
+
+
+def test_unknown_models_say_so(cluster):
+    with pytest.raises(lambdaml.NotDeployedError, match="No model named 'ghost'"):
+        observe.status("ghost")
