@@ -71,14 +71,15 @@ def serve_options(
         actor_options.update(num_gpus=gpu.count, accelerator_type=gpu.accelerator_type)
     if spec.memory is not None:
         actor_options["memory"] = spec.memory
+    batch_size = spec.batch.max_size if spec.batch else 0  # a batch can only fill if that many requests get in
     return {
         "name": spec.name,
-        "max_ongoing_requests": spec.ongoing_limit,
+        "max_ongoing_requests": max(spec.ongoing_limit, batch_size),
         "ray_actor_options": actor_options,
         "autoscaling_config": {
             "min_replicas": spec.min,
             "max_replicas": spec.max,
-            "target_ongoing_requests": spec.concurrency,
+            "target_ongoing_requests": max(spec.concurrency, batch_size),
             "metrics_interval_s": METRICS_INTERVAL_S,
             "look_back_period_s": LOOK_BACK_PERIOD_S,
             "upscale_delay_s": UPSCALE_DELAY_S,

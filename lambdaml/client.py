@@ -8,6 +8,7 @@ Both give back the output, or raise ``InputError`` / ``ModelError``.
 from __future__ import annotations
 
 from pathlib import PurePath
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -78,6 +79,24 @@ def create_prediction(name: str, input: dict[str, Any], timeout: float = 600.0) 
 def run(name: str, input: dict[str, Any] | None = None, timeout: float = 600.0) -> Any:
     """Run the model called ``name`` and return its output, like ``replicate.run``."""
     return _output_of(create_prediction(name, input or {}, timeout))
+
+
+def stream_remote(name: str, inputs: dict[str, Any], file_inputs: set[str] = frozenset()) -> Iterator[Any]:
+    """Run a generator model through a streaming Serve handle, yielding its outputs as they come."""
+    from ray.serve.exceptions import RayServeException
+
+    info = cluster.connect()
+    try:
+        handle = cluster.app_handle(name)
+    except (RayServeException, KeyError, ValueError):
+        raise _not_deployed(name, info.address) from None
+    for message in handle.options(stream=True).predict_stream.remote(send_local_files(inputs, set(file_inputs))):
+        if "item" in message:
+            yield message["item"]
+        elif "invalid" in message:
+            raise InputError(message["invalid"]["detail"], message["invalid"]["invalid_fields"])
+        else:
+            _output_of(message["prediction"])  # raises ModelError if it failed
 
 
 def predict_remote(name: str, inputs: dict[str, Any], file_inputs: set[str] = frozenset()) -> Any:

@@ -42,7 +42,7 @@ class Model:
 
     @functools.cached_property
     def schema(self) -> ModelSchema:
-        return describe(self.target, self.__dict__.get("_type_hints"))
+        return describe(self.target, self.__dict__.get("_type_hints"), batched=self.spec.batch is not None)
 
     def __getstate__(self) -> dict[str, Any]:
         # The schema holds dynamically created pydantic classes: rebuild, don't ship. Ship the
@@ -76,9 +76,11 @@ class Model:
         return deploy(self, wait=wait, timeout=timeout)
 
     def remote(self, **inputs: Any) -> Any:
-        """Run one prediction on the deployed model and return its output."""
-        from lambdaml.client import predict_remote
+        """Run one prediction on the deployed model and return its output (an iterator for a generator model)."""
+        from lambdaml.client import predict_remote, stream_remote
 
+        if self.schema.streaming:
+            return stream_remote(self.name, inputs, self.schema.file_fields)
         return predict_remote(self.name, inputs, self.schema.file_fields)
 
     def delete(self) -> None:
@@ -112,6 +114,7 @@ def model(
     env: dict[str, str] | None = None,
     secrets: list[str] | None = None,
     output_url: str | None = None,
+    batch: int | dict[str, float] | None = None,
 ) -> Callable[[Any], Model]: ...
 
 
@@ -120,7 +123,7 @@ def model(target: Any = None, /, **params: Any) -> Any:
 
     ``@model`` or ``@model(name=..., gpu="A100", cpu=1, memory="8Gi", min=0, max=10,
     concurrency=1, max_concurrency=None, scaledown_after=60, timeout=None,
-    packages=None, requirements=None, env=None, secrets=None, output_url=None)``.
+    packages=None, requirements=None, env=None, secrets=None, output_url=None, batch=None)``.
 
     Without ``packages`` or ``requirements``, the third-party packages the code
     imports are detected and pinned to the versions installed here.

@@ -18,14 +18,18 @@ import shutil
 import tempfile
 import traceback
 from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from lambdaml import _logs, files
+from lambdaml import _logs, _streams, files
 from lambdaml._threads import SyncRunner
 from lambdaml.errors import InputError
 from lambdaml.metrics import GpuMemory, NoMetrics
 from lambdaml.model import Model
 from lambdaml.schema import Prediction
+
+
+OnItem = Callable[[Any], Awaitable[None]] | None
 
 
 def _now() -> str:
@@ -42,9 +46,17 @@ def _error_message(exc: BaseException, debug: bool) -> str:
 class ModelRuntime:
     """One replica's model: set up once, then predict many times."""
 
-    def __init__(self, model: Model, debug: bool = False, masked: list[str] = (), metrics: NoMetrics | None = None):
+    def __init__(
+        self,
+        model: Model,
+        debug: bool = False,
+        masked: list[str] = (),
+        metrics: NoMetrics | None = None,
+        batcher: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
+    ):
         _logs.install()
         self._metrics = metrics or NoMetrics()
+        self._batcher = batcher  # Ray Serve's batching queue (lambdaml.server), which calls run_batch
         self.recent_errors: collections.deque[dict[str, str]] = collections.deque(maxlen=5)
         self._masked = list(masked)  # secret values from the environment: never in logs
         self.spec = model.spec
@@ -77,8 +89,13 @@ class ModelRuntime:
         status = "SETUP_FAILED" if self.setup_failed else "READY"
         return {"status": status, "setup": dict(self._setup), "recent_errors": list(self.recent_errors)}
 
-    async def predict(self, raw_input: dict[str, Any], prediction_id: str | None = None) -> Prediction:
-        """Run one prediction. Raises InputError (nothing runs) if the inputs are invalid or unreachable."""
+    async def predict(
+        self, raw_input: dict[str, Any], prediction_id: str | None = None, on_item: OnItem = None
+    ) -> Prediction:
+        """Run one prediction. Raises InputError (nothing runs) if the inputs are invalid or unreachable.
+
+        For a generator predict, ``on_item`` is awaited with each output item as it is produced.
+        """
         created_at = _now()
         prediction_id = prediction_id or secrets.token_hex(16)
         try:
@@ -103,7 +120,7 @@ class ModelRuntime:
             self._metrics.started()
             started_at, started = _now(), time.perf_counter()
             with _logs.capture(masked) as logs:
-                output, error = await self._call(kwargs, prediction_id, logs, figures)
+                output, error = await self._call(kwargs, prediction_id, logs, figures, on_item)
             figures["predict_time"] = time.perf_counter() - started
         finally:
             if folder is not None:
@@ -137,24 +154,59 @@ class ModelRuntime:
         return kwargs
 
     async def _call(
-        self, kwargs: dict[str, Any], prediction_id: str, logs: Any, figures: dict[str, float]
+        self, kwargs: dict[str, Any], prediction_id: str, logs: Any, figures: dict[str, float], on_item: OnItem
     ) -> tuple[Any, str | None]:
-        """Run predict with the timeout and deliver its output files: ``(output, error)``."""
+        """Run predict with the timeout and deliver its output (files included): ``(output, error)``."""
         self._gpu.reset()
         try:
-            call = self._predict(**kwargs) if self._is_async else self._threads.run(self._predict, kwargs)
-            result = await asyncio.wait_for(call, self.spec.timeout)
+            if self.schema.streaming:
+                work = self._collect(kwargs, prediction_id, figures, on_item)
+            else:
+                work = self._single(kwargs, prediction_id, figures)
+            output = await asyncio.wait_for(work, self.spec.timeout)
             figures.update(self._gpu.peak())
-            if files.has_files(result):
-                figures["bytes_out"] = float(files.total_size(result))
-                result = await asyncio.to_thread(files.upload_outputs, result, prediction_id, self._output_location)
-            return self.schema.dump_output(result), None
+            return output, None
         except TimeoutError:
             return None, f"The prediction took longer than its timeout of {self.spec.timeout:g} s (@model(timeout=...))"
         except files.OutputError as exc:
             return None, logs.mask(str(exc))
         except Exception as exc:
             return None, logs.mask(_error_message(exc, self.debug))
+
+    def _invoke(self, kwargs: dict[str, Any]) -> Awaitable[Any]:
+        return self._predict(**kwargs) if self._is_async else self._threads.run(self._predict, kwargs)
+
+    async def _single(self, kwargs: dict[str, Any], prediction_id: str, figures: dict[str, float]) -> Any:
+        call = self._batcher(kwargs) if self._batcher is not None else self._invoke(kwargs)
+        return await self._deliver(await call, prediction_id, figures)
+
+    async def _collect(
+        self, kwargs: dict[str, Any], prediction_id: str, figures: dict[str, float], on_item: OnItem
+    ) -> Any:
+        """A generator predict: deliver each item as it comes (``on_item``), return them all combined."""
+        items = []
+        async for item in _streams.iterate(self._predict(**kwargs), self._threads):
+            items.append(await self._deliver(item, prediction_id, figures))
+            if on_item is not None:
+                await on_item(items[-1])
+        return _streams.combine(items)
+
+    async def _deliver(self, result: Any, prediction_id: str, figures: dict[str, float]) -> Any:
+        if files.has_files(result):
+            figures["bytes_out"] = figures.get("bytes_out", 0.0) + files.total_size(result)
+            result = await asyncio.to_thread(files.upload_outputs, result, prediction_id, self._output_location)
+        return self.schema.dump_output(result)
+
+    async def run_batch(self, batch: list[dict[str, Any]]) -> list[Any]:
+        """One call of a batching model's predict: each input as a list, one output per request back."""
+        columns = {name: [request[name] for request in batch] for name in batch[0]}
+        outputs = await self._invoke(columns)
+        if not isinstance(outputs, (list, tuple)) or len(outputs) != len(batch):
+            raise ValueError(
+                f"with @model(batch=...), predict must return a list with one output per input "
+                f"({len(batch)} here), not {type(outputs).__name__}"
+            )
+        return list(outputs)
 
     def teardown(self) -> None:
         """Call the model's teardown(), if it has one; errors are printed, not raised."""

@@ -8,6 +8,7 @@ never disagree.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import inspect
 import pathlib
@@ -47,6 +48,7 @@ class ModelSchema:
     output_adapter: TypeAdapter
     secret_fields: frozenset[str]
     file_fields: frozenset[str] = frozenset()  # inputs that take files (fetched before predict)
+    streaming: bool = False  # predict is a generator: output_adapter describes one item
 
     def validate(self, raw: dict[str, Any]) -> BaseModel:
         """Validated inputs, or an InputError naming every bad field and its constraint."""
@@ -65,11 +67,16 @@ class ModelSchema:
         """The output as JSON-ready data (pydantic models and containers included)."""
         return self.output_adapter.dump_python(output, mode="json")
 
+    def output_json_schema(self, ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+        item = self.output_adapter.json_schema(ref_template=ref_template)
+        if not self.streaming:
+            return item
+        definitions = item.pop("$defs", None)
+        wrapped = {"type": "array", "items": item, "x-lambdaml-stream": True}  # Replicate's iterator outputs
+        return {**wrapped, "$defs": definitions} if definitions else wrapped
+
     def json_schema(self) -> dict[str, Any]:
-        return {
-            "input": self.input_model.model_json_schema(),
-            "output": self.output_adapter.json_schema(),
-        }
+        return {"input": self.input_model.model_json_schema(), "output": self.output_json_schema()}
 
 
 def _describe_error(error: dict[str, Any]) -> dict[str, Any]:
@@ -129,10 +136,34 @@ def type_hints(function: Callable[..., Any]) -> dict[str, Any]:
         raise ConfigError(f"Cannot read the type annotations of {function.__qualname__}: {exc}{hint}") from None
 
 
-def describe(target: Any, hints: dict[str, Any] | None = None) -> ModelSchema:
-    """Build the input model and output adapter of a @model function or class (``hints``: resolved already)."""
+_STREAMS = (
+    collections.abc.Iterator, collections.abc.Iterable, collections.abc.Generator,
+    collections.abc.AsyncIterator, collections.abc.AsyncIterable, collections.abc.AsyncGenerator,
+)
+
+
+def is_streaming(function: Callable[..., Any]) -> bool:
+    """A generator ``predict`` (sync or async) streams its outputs."""
+    return inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
+
+
+def _unwrap(annotation: Any, containers: tuple[Any, ...], what: str, function: Callable[..., Any]) -> Any:
+    """``list[X]`` -> ``X`` (or ``Iterator[X]`` -> ``X``): the per-request type behind a batch or a stream."""
+    if typing.get_origin(annotation) in containers and typing.get_args(annotation):
+        return typing.get_args(annotation)[0]
+    if annotation is Any:
+        return Any
+    raise ConfigError(f"{function.__qualname__}: {what}, got {annotation!r}")
+
+
+def describe(target: Any, hints: dict[str, Any] | None = None, batched: bool = False) -> ModelSchema:
+    """Build the input model and output adapter of a @model function or class (``hints``: resolved already).
+
+    ``batched``: predict takes a list per input and returns a list; the API stays per request.
+    """
     function = predict_callable(target)
     hints = hints if hints is not None else type_hints(function)
+    streaming = is_streaming(function)
     fields: dict[str, Any] = {}
     secrets = set()
     for parameter in _parameters(function):
@@ -142,6 +173,8 @@ def describe(target: Any, hints: dict[str, Any] | None = None) -> ModelSchema:
                 f"add one, e.g. `{parameter.name}: str`"
             )
         annotation = hints[parameter.name]
+        if batched:
+            annotation = _unwrap(annotation, (list,), f"with batch=..., input {parameter.name!r} must be list[...]", function)
         info = input_info(parameter)
         if info.choices is not None:
             annotation = Literal[tuple(info.choices)]  # type: ignore[misc]
@@ -165,11 +198,17 @@ def describe(target: Any, hints: dict[str, Any] | None = None) -> ModelSchema:
     try:
         input_model = create_model(f"{title}Input", __config__=ConfigDict(extra="forbid"), **fields)
         output = hints.get("return", Any)
+        if streaming:
+            output = _unwrap(output, _STREAMS, "a generator predict must return Iterator[...]", function)
+        elif batched:
+            output = _unwrap(output, (list,), "with batch=..., predict must return list[...]", function)
         output_adapter = TypeAdapter(Any if output is None else Path if output is pathlib.Path else output)
+    except ConfigError:
+        raise
     except Exception as exc:
         raise ConfigError(f"The inputs or output of {function.__qualname__} cannot be validated: {exc}") from None
     file_inputs = file_fields(input_model.model_json_schema())
-    return ModelSchema(input_model, output_adapter, frozenset(secrets), frozenset(file_inputs))
+    return ModelSchema(input_model, output_adapter, frozenset(secrets), frozenset(file_inputs), streaming)
 
 
 def resolve_defaults(function: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -193,7 +232,7 @@ def openapi(name: str, schema: ModelSchema) -> dict[str, Any]:
     """One OpenAPI 3.1 document for the model's HTTP API, served at ``/{name}/openapi.json``."""
     components: dict[str, Any] = {}
     components["Input"] = _lift_defs(schema.input_model.model_json_schema(ref_template=_REF), components)
-    output = _lift_defs(schema.output_adapter.json_schema(ref_template=_REF), components)
+    output = _lift_defs(schema.output_json_schema(ref_template=_REF), components)
     components["Output"] = {"title": "Output", **output}
     prediction = _lift_defs(Prediction.model_json_schema(ref_template=_REF), components)
     prediction["properties"]["input"] = {"$ref": "#/components/schemas/Input"}

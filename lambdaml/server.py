@@ -9,16 +9,20 @@ answers ``DeploymentHandle`` calls (``Model.remote``) through ``predict``.
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 import fsspec.config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 from starlette.requests import Request
-from starlette.responses import Response
+from ray import serve
+from starlette.responses import Response, StreamingResponse
 
 from lambdaml._logs import flush_serve_logs_every
+from lambdaml._streams import sse
 from lambdaml.artifacts import load_code, load_manifest
 from lambdaml.environment import sensitive_values
 from lambdaml.errors import InputError
@@ -94,8 +98,13 @@ class ModelServer:
         secret_values = _secret_values(spec.secrets, secrets)
         _use_environment({**spec.env, **secret_values})
         masked = list(secret_values.values()) + sensitive_values(environment or {})
+        batcher = None
+        if spec.batch is not None:  # Ray Serve's batching queue, sized from @model(batch=...)
+            self._batched.set_max_batch_size(spec.batch.max_size)
+            self._batched.set_batch_wait_timeout_s(spec.batch.wait_ms / 1000)
+            batcher = self._batched
         self.runtime = ModelRuntime(
-            unpack(load_code(artifact)), debug=debug, masked=masked, metrics=ModelMetrics(spec.name)
+            unpack(load_code(artifact)), debug=debug, masked=masked, metrics=ModelMetrics(spec.name), batcher=batcher
         )
         self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))
 
@@ -104,6 +113,8 @@ class ModelServer:
         path = scope["path"].removeprefix(scope.get("root_path", "")).rstrip("/") or "/"
         method = request.method
         if path == "/predictions" and method == "POST":
+            if self.runtime.schema.streaming and "text/event-stream" in request.headers.get("accept", ""):
+                return await self._http_stream(await request.body())
             return await self._http_predict(await request.body())
         if path == "/health-check" and method == "GET":
             return _json(self.health_status())
@@ -125,6 +136,53 @@ class ModelServer:
         except InputError as exc:
             return _invalid(exc)
         return Response(prediction.model_dump_json(), media_type="application/json")
+
+    async def _http_stream(self, body: bytes) -> Response:
+        """Server-Sent Events: ``output`` per item, then ``done`` with the prediction (``error`` first if it failed)."""
+        try:
+            envelope = PredictionRequest.model_validate_json(body or b"{}")
+            self.runtime.schema.validate(envelope.input)  # a 422 before the stream starts
+        except ValidationError as exc:
+            return _invalid(_envelope_error(exc))
+        except InputError as exc:
+            return _invalid(exc)
+        return StreamingResponse(self._events(envelope.input, envelope.id), media_type="text/event-stream")
+
+    async def _events(self, inputs: dict[str, Any], prediction_id: str | None) -> AsyncIterator[bytes]:
+        async for kind, data in self._stream(inputs, prediction_id):
+            if kind == "prediction" and data["status"] == "failed":
+                yield sse("error", {"detail": data["error"]})
+            yield sse({"item": "output", "prediction": "done", "invalid": "error"}[kind], data)
+
+    async def _stream(self, inputs: dict[str, Any], prediction_id: str | None = None) -> AsyncIterator[tuple[str, Any]]:
+        """``("item", output)`` as produced, then ``("prediction", ...)`` or ``("invalid", ...)``."""
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        async def produce() -> None:
+            try:
+                prediction = await self.runtime.predict(inputs, prediction_id, on_item=lambda i: queue.put(("item", i)))
+                await queue.put(("prediction", prediction.model_dump(mode="json")))
+            except InputError as exc:
+                await queue.put(("invalid", {"detail": str(exc), "invalid_fields": exc.invalid_fields}))
+
+        task = asyncio.create_task(produce())
+        try:
+            while True:
+                kind, data = await queue.get()
+                yield kind, data
+                if kind != "item":
+                    return
+        finally:
+            task.cancel()  # the caller went away: stop the prediction
+
+    async def predict_stream(self, inputs: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Handle path of a generator model (``handle.options(stream=True)``): ``{"item": ...}`` then the end."""
+        async for kind, data in self._stream(inputs):
+            yield {kind: data}
+
+    @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
+    async def _batched(self, batch: list[dict[str, Any]]) -> list[Any]:
+        return await self.runtime.run_batch(batch)
 
     async def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Handle path: returns ``{"prediction": ...}`` or ``{"invalid": ...}``, never raises for bad input."""

@@ -26,6 +26,15 @@ def kebab_case(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", spaced.lower()).strip("-")
 
 
+class BatchSpec(BaseModel):
+    """``@model(batch=8)`` or ``batch={"max_size": 8, "wait_ms": 20}``: Ray Serve's request batching."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_size: int = Field(ge=1, description="Most requests in one call of predict")
+    wait_ms: float = Field(default=10.0, ge=0, description="Longest wait for a batch to fill, in milliseconds")
+
+
 def _gpu_item(value: Any) -> GpuRequest:
     if isinstance(value, GpuRequest):
         return value
@@ -54,6 +63,7 @@ class ModelSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables set in the replicas")
     secrets: tuple[str, ...] = Field(default=(), description="Names of environment variables delivered as secrets")
     output_url: str | None = Field(default=None, description="Where output files go: s3://bucket/prefix or gs://...")
+    batch: BatchSpec | None = Field(default=None, description="Batch requests: max size and wait")
 
     @field_validator("name")
     @classmethod
@@ -94,6 +104,17 @@ class ModelSpec(BaseModel):
         bad = [name for name in value if not _ENV_NAME.match(name)]
         if bad:
             raise ValueError(f"{', '.join(map(repr, bad))} cannot be environment variable names (letters, digits, _)")
+        return value
+
+    @field_validator("batch", mode="before")
+    @classmethod
+    def _parse_batch(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("expected a batch size (e.g. 8) or {'max_size': 8, 'wait_ms': 20}")
+        if isinstance(value, int):
+            return {"max_size": value}
+        if isinstance(value, (tuple, list)) and len(value) == 2:
+            return {"max_size": value[0], "wait_ms": value[1]}
         return value
 
     @field_validator("output_url")

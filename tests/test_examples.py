@@ -26,7 +26,9 @@ def run_example(name: str, env: dict[str, str] | None = None) -> str:
 
 def test_all_examples_are_covered():
     examples = {p.name for p in EXAMPLES.iterdir() if p.suffix in (".py", ".ipynb")}
-    assert examples == {"hello.py", "echo_class.py", "grayscale.py", "quickstart.ipynb"}
+    assert examples == {
+        "hello.py", "echo_class.py", "grayscale.py", "quickstart.ipynb", "stream_text.py", "torch_batch.py",
+    }
 
 
 @pytest.mark.parametrize(
@@ -34,6 +36,8 @@ def test_all_examples_are_covered():
     [
         ("hello.py", "hello", [".remote():        hello ada hello ada", "lambdaml.run():   hello grace", "Ray dashboard:"]),
         ("echo_class.py", "echo", ["echo: HI THERE", "succeeded", "echoing 9 characters"]),
+        ("stream_text.py", "stream-text", ["streamed: Once ", "text/event-stream"]),
+        ("torch_batch.py", "torch-classifier", ["first result: {'label':", "'device': 'cpu'", "largest batch seen:"]),
     ],
 )
 def test_example_runs(cluster, example, app, expected):

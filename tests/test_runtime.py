@@ -131,3 +131,19 @@ def test_unserialisable_output_fails_clearly():
 
     prediction = predict(ModelRuntime(odd))
     assert prediction.status == "failed" and "serialize" in prediction.error
+
+
+def test_run_batch_passes_lists_and_checks_one_output_per_request():
+    @model(batch=4)
+    def double(x: list[int]) -> list[int]:
+        return [value * 2 for value in x]
+
+    runtime = ModelRuntime(double)
+    assert asyncio.run(runtime.run_batch([{"x": 1}, {"x": 2}])) == [2, 4]
+
+    @model(batch=4)
+    def wrong(x: list[int]) -> list[int]:
+        return [0]
+
+    with pytest.raises(ValueError, match="one output per input \\(2 here\\)"):
+        asyncio.run(ModelRuntime(wrong).run_batch([{"x": 1}, {"x": 2}]))

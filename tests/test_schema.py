@@ -125,3 +125,12 @@ def test_required_inputs_stay_required_after_shipping_to_a_replica():
     shipped = cloudpickle.loads(cloudpickle.dumps(typed))
     with pytest.raises(InputError, match="prompt: Field required"):
         shipped.schema.validate({})
+
+
+def test_batched_models_need_list_annotations():
+    @model(batch=4)
+    def not_lists(x: int) -> int:
+        return x
+
+    with pytest.raises(ConfigError, match="with batch=..., input 'x' must be list"):
+        not_lists.schema

@@ -87,3 +87,50 @@ def test_openapi_and_health_check(url):
 def test_unknown_route_and_method_are_json_errors(url):
     assert httpx.get(f"{url}/nope").status_code == 404
     assert httpx.get(f"{url}/predictions").status_code == 405
+
+
+def test_batching_gathers_concurrent_requests_into_one_predict_call(deployed):
+    import concurrent.futures
+
+    from lambdaml import model
+
+    @model(name="batcher", cpu=0.1, min=1, batch={"max_size": 4, "wait_ms": 200})
+    def batcher(x: list[int]) -> list[dict]:
+        return [{"double": value * 2, "batch": len(x)} for value in x]
+
+    deployment = deployed(batcher)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(
+            lambda x: httpx.post(f"{deployment.url}/predictions", json={"input": {"x": x}}, timeout=60).json(), range(8)
+        ))
+    assert [r["output"]["double"] for r in responses] == [x * 2 for x in range(8)]
+    assert max(r["output"]["batch"] for r in responses) > 1  # several requests shared a call of predict
+    invalid = httpx.post(f"{deployment.url}/predictions", json={"input": {"x": "seven"}})
+    assert invalid.status_code == 422  # validation stays per request
+
+
+def test_async_models_with_concurrency_run_requests_at_once_in_one_replica(deployed):
+    import concurrent.futures
+
+    from lambdaml import model
+
+    @model(name="gathering", cpu=0.1, min=1, max=1, concurrency=3)
+    async def gathering(x: int) -> dict:
+        import asyncio
+        import os
+
+        state = globals().setdefault("_arrivals", {"count": 0})  # shared by the requests of this replica
+        state["count"] += 1
+        for _ in range(200):  # up to 10 s for the other two to arrive
+            if state["count"] >= 3:
+                return {"together": True, "pid": os.getpid()}
+            await asyncio.sleep(0.05)
+        return {"together": False, "pid": os.getpid()}
+
+    deployment = deployed(gathering)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        outputs = list(pool.map(
+            lambda x: httpx.post(f"{deployment.url}/predictions", json={"input": {"x": x}}, timeout=60).json()["output"],
+            range(3),
+        ))
+    assert all(o["together"] for o in outputs) and len({o["pid"] for o in outputs}) == 1

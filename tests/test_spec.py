@@ -81,3 +81,13 @@ def test_name_defaults_to_kebab_case_of_the_object():
             return x
 
     assert ImageCaptioner.name == "image-captioner"
+
+
+def test_batch_accepts_a_size_a_pair_or_a_mapping():
+    from lambdaml.spec import build_spec
+
+    assert build_spec(name="b", batch=8).batch.model_dump() == {"max_size": 8, "wait_ms": 10.0}
+    assert build_spec(name="b", batch=(4, 25)).batch.model_dump() == {"max_size": 4, "wait_ms": 25.0}
+    assert build_spec(name="b", batch={"max_size": 2}).batch.max_size == 2
+    with pytest.raises(ConfigError, match="batch"):
+        build_spec(name="b", batch=0)

@@ -1,0 +1,82 @@
+"""Per-request work lambdaml adds, in process: no network, no Ray, the same Starlette request.
+
+Calls ``ModelServer.__call__`` (routing, envelope and input validation, log capture,
+the Prediction object) for ``async def echo`` and ``def echo``, and a bare Serve-style
+handler that reads the JSON body and calls ``echo``, 5,000 times each after a warm-up,
+and prints the microseconds per call (median of 5 runs). Usage:
+``python bench/bench_overhead.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+
+from starlette.requests import Request
+
+from lambdaml import model
+from lambdaml.artifacts import ArtifactStore
+from lambdaml.package import build
+from lambdaml.server import ModelServer
+
+BODY = json.dumps({"input": {"x": 1}}).encode()
+
+
+def echo(x: int = 1) -> int:
+    return x
+
+
+async def async_echo(x: int = 1) -> int:
+    return x
+
+
+def request() -> Request:
+    async def receive() -> dict:
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/m/predictions", "root_path": "/m", "headers": [],
+             "query_string": b""}
+    return Request(scope, receive)
+
+
+async def bare(incoming: Request) -> dict:
+    body = await incoming.json()
+    return {"output": echo(**body["input"])}
+
+
+def server_for(function, store: ArtifactStore) -> ModelServer:
+    deployable = model(name="m")(function)
+    manifest = store.save(*build(deployable, {}))
+    return ModelServer(store.artifact_url("m", manifest.version))
+
+
+async def per_call_us(handler, calls: int = 5000) -> float:
+    for _ in range(200):
+        await handler(request())
+    runs = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(calls):
+            await handler(request())
+        runs.append((time.perf_counter() - started) / calls * 1e6)
+    return statistics.median(runs)
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        store = ArtifactStore(folder)
+        handlers = {
+            "bare handler": bare,
+            "lambdaml async def": server_for(async_echo, store),
+            "lambdaml def": server_for(echo, store),
+        }
+        print("| handler | us per call |\n|---|---:|")
+        for name, handler in handlers.items():
+            print(f"| {name} | {await per_call_us(handler):.1f} |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
