@@ -72,9 +72,13 @@ def serve_options(
     if spec.memory is not None:
         actor_options["memory"] = spec.memory
     batch_size = spec.batch.max_size if spec.batch else 0  # a batch can only fill if that many requests get in
+    running = max(spec.ongoing_limit, batch_size)
     return {
         "name": spec.name,
-        "max_ongoing_requests": max(spec.ongoing_limit, batch_size),
+        # Twice what runs at once: the replica queues the extra requests itself (ModelRuntime's
+        # semaphore), where Serve's autoscaler counts them. With HAProxy ingress, requests that
+        # wait in HAProxy are invisible to it, and a model at its limit would never scale up.
+        "max_ongoing_requests": 2 * running,
         "ray_actor_options": actor_options,
         "autoscaling_config": {
             "min_replicas": spec.min,

@@ -26,10 +26,16 @@ from lambdaml._threads import SyncRunner
 from lambdaml.errors import InputError
 from lambdaml.metrics import GpuMemory, NoMetrics
 from lambdaml.model import Model
+from lambdaml.spec import ModelSpec
 from lambdaml.schema import Prediction
 
 
 OnItem = Callable[[Any], Awaitable[None]] | None
+
+
+def running_limit(spec: ModelSpec) -> int:
+    """Predictions one replica runs at once: ``max_concurrency`` (default ``concurrency``), or a whole batch."""
+    return max(spec.ongoing_limit, spec.batch.max_size if spec.batch else 0)
 
 
 def _now() -> str:
@@ -57,6 +63,7 @@ class ModelRuntime:
         _logs.install()
         self._metrics = metrics or NoMetrics()
         self._batcher = batcher  # Ray Serve's batching queue (lambdaml.server), which calls run_batch
+        self._slots = asyncio.Semaphore(running_limit(model.spec))
         self.recent_errors: collections.deque[dict[str, str]] = collections.deque(maxlen=5)
         self._masked = list(masked)  # secret values from the environment: never in logs
         self.spec = model.spec
@@ -117,11 +124,12 @@ class ModelRuntime:
         try:
             if folder is not None:
                 kwargs = await self._fetch(kwargs, folder, figures)
-            self._metrics.started()
-            started_at, started = _now(), time.perf_counter()
-            with _logs.capture(masked) as logs:
-                output, error = await self._call(kwargs, prediction_id, logs, figures, on_item)
-            figures["predict_time"] = time.perf_counter() - started
+            async with self._slots:  # at most `concurrency` run; the rest wait here, visible to the autoscaler
+                self._metrics.started()
+                started_at, started = _now(), time.perf_counter()
+                with _logs.capture(masked) as logs:
+                    output, error = await self._call(kwargs, prediction_id, logs, figures, on_item)
+                figures["predict_time"] = time.perf_counter() - started
         finally:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)

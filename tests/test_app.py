@@ -17,7 +17,7 @@ def test_serve_options_map_the_spec_onto_ray_serve():
         return x
 
     options = serve_options(big.spec, available_gpus={"A100"})
-    assert options["max_ongoing_requests"] == 8
+    assert options["max_ongoing_requests"] == 16  # 8 run at once, 8 more queue where the autoscaler sees them
     assert options["ray_actor_options"] == {
         "num_cpus": 4, "num_gpus": 2, "accelerator_type": "A100", "memory": 16 * 1024**3,
     }

@@ -147,3 +147,28 @@ def test_run_batch_passes_lists_and_checks_one_output_per_request():
 
     with pytest.raises(ValueError, match="one output per input \\(2 here\\)"):
         asyncio.run(ModelRuntime(wrong).run_batch([{"x": 1}, {"x": 2}]))
+
+
+def test_no_more_than_concurrency_predictions_run_at_once():
+    import threading
+
+    state = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    @model(concurrency=2)
+    def busy(x: int) -> int:
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        return x
+
+    runtime = ModelRuntime(busy)
+
+    async def six_at_once():
+        return await asyncio.gather(*(runtime.predict({"x": x}) for x in range(6)))
+
+    assert [p.output for p in asyncio.run(six_at_once())] == list(range(6))
+    assert state["most"] == 2
