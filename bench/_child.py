@@ -7,6 +7,9 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
 
 
 def run_child(script: str, args: list[str], env_overrides: dict[str, str], label: str) -> dict:
@@ -28,3 +31,20 @@ def run_child(script: str, args: list[str], env_overrides: dict[str, str], label
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"
+
+
+def private_cluster(name: str, offset: int) -> dict[str, str]:
+    """Settings for a benchmark's own embedded cluster: its temp dir and loopback ports (6390 + offset, ...)."""
+    return {
+        "LAMBDAML_TEMP_DIR": f"/tmp/lmbench-{name}",
+        "LAMBDAML_RAY_PORT": str(6390 + offset),
+        "LAMBDAML_HTTP_PORT": str(8090 + offset),
+        "LAMBDAML_DASHBOARD_PORT": str(8290 + offset),
+    }
+
+
+def save(name: str, data: dict) -> None:
+    """Write ``bench/results/{name}.json`` with the machine, and print the machine line."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), **data}, indent=2))
+    print(f"Machine: {machine()}\n")

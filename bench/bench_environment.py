@@ -25,11 +25,8 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
-from _child import machine, run_child
-
-RESULTS = Path(__file__).parent / "results"
+from _child import private_cluster, run_child, save
 
 
 def uses_packages() -> str:
@@ -115,16 +112,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.rounds)))
         return
-    overrides = {
-        "LAMBDAML_TEMP_DIR": "/tmp/lmbench-env",
-        "LAMBDAML_RAY_PORT": "6391",
-        "LAMBDAML_HTTP_PORT": "8091",
-        "LAMBDAML_DASHBOARD_PORT": "8291",
-    }
+    overrides = private_cluster("env", 1)
     results = run_child(__file__, ["--rounds", str(args.rounds)], overrides, "environment benchmark")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "environment.json").write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
-    print(f"Machine: {machine()}\n")
+    save("environment", {"results": results})
     print(report(results))
 
 

@@ -22,14 +22,11 @@ import os
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
-from _child import machine, run_child
+from _child import private_cluster, run_child, save
 
 from lambdaml import Path as FilePath  # at module level: annotations are resolved in module globals
 from lambdaml import model
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def measure(rounds: int, megabytes: int) -> dict[str, list[float]]:
@@ -109,16 +106,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.rounds, args.mb)))
         return
-    overrides = {
-        "LAMBDAML_TEMP_DIR": "/tmp/lmbench-files",
-        "LAMBDAML_RAY_PORT": "6392",
-        "LAMBDAML_HTTP_PORT": "8092",
-        "LAMBDAML_DASHBOARD_PORT": "8292",
-    }
+    overrides = private_cluster("files", 2)
     results = run_child(__file__, ["--rounds", str(args.rounds), "--mb", str(args.mb)], overrides, "files benchmark")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "files.json").write_text(json.dumps({"machine": machine(), "mb": args.mb, "results": results}, indent=2))
-    print(f"Machine: {machine()}\n")
+    save("files", {"mb": args.mb, "results": results})
     print(report(results, args.mb))
 
 

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from _child import machine, run_child
+from _child import private_cluster, run_child, save
 
 RESULTS = Path(__file__).parent / "results"
 CLIENTS = 8
@@ -86,16 +86,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.seconds)))
         return
-    overrides = {
-        "LAMBDAML_TEMP_DIR": "/tmp/lmbench-load",
-        "LAMBDAML_RAY_PORT": "6393",
-        "LAMBDAML_HTTP_PORT": "8093",
-        "LAMBDAML_DASHBOARD_PORT": "8293",
-    }
+    overrides = private_cluster("load", 3)
     result = run_child(__file__, ["--seconds", str(args.seconds)], overrides, "load benchmark")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "load.json").write_text(json.dumps({"machine": machine(), **result}, indent=2))
-    print(f"Machine: {machine()}\n")
+    save("load", result)
     summary = {k: v for k, v in result.items() if k != "replica_timeline"}
     print("\n".join(f"{key}: {value}" for key, value in summary.items()))
 
