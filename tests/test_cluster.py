@@ -94,3 +94,10 @@ def test_an_address_connects_to_that_cluster_instead(cluster):
         assert output.stdout.split() == ["2", "Model", "3"]
     finally:
         addressed.delete()
+
+
+def test_free_ports_are_never_handed_out_twice():
+    from lambdaml._head import _free_port
+
+    ports = [_free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
