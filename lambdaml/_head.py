@@ -58,7 +58,7 @@ def _port_open(port: int) -> bool:
 _handed_out: set[int] = set()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A free loopback port, never one this process handed out before.
 
     The OS may return the same free port to two quick calls; Ray then refuses
@@ -108,14 +108,14 @@ def _head_environment(settings: ClusterSettings) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy_dir / "a.sock"),
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy_dir),
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy_dir / "server-state"),
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
             # A replica being scaled down stays STOPPING (holding its CPU/GPU)
             # for 30 s in HAProxy mode, for remote load balancers to notice.
             # Our HAProxy is on this machine and reloads in ~0.1 s.
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "3",
-            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
-            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
         }
     )
     if settings.ingress == "haproxy":
@@ -156,8 +156,8 @@ def _ray_start_command(settings: ClusterSettings, resources: dict[str, float], m
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={settings.dashboard_port}",
-        f"--ray-client-server-port={_free_port()}",
-        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
         f"--metrics-export-port={metrics_port}",
     ]
     if settings.num_cpus is not None:
@@ -194,7 +194,7 @@ def start(resources: dict[str, float] | None = None) -> ClusterInfo:
     (settings.temp_dir / "hp").mkdir(exist_ok=True)
     log_path = settings.temp_dir / "ray-start.log"
     environment = _head_environment(settings)
-    metrics_port = _free_port()
+    metrics_port = free_port()
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             _ray_start_command(settings, resources or {}, metrics_port),

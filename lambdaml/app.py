@@ -110,6 +110,13 @@ def replica_needs(actor_options: dict[str, Any]) -> dict[str, float]:
     return {name: amount for name, amount in needs.items() if amount}
 
 
+def node_resources() -> list[dict[str, float]]:
+    """Total resources of each live node of the connected cluster."""
+    import ray
+
+    return [node["Resources"] for node in ray.nodes() if node["Alive"]]
+
+
 def unschedulable_reason(needs: dict[str, float], nodes: list[dict[str, float]]) -> str | None:
     """Why no node of ``nodes`` (their total resources) could ever hold a replica needing ``needs``; None if one can."""
     if any(all(node.get(name, 0) >= amount for name, amount in needs.items()) for node in nodes):
@@ -124,10 +131,7 @@ def unschedulable_reason(needs: dict[str, float], nodes: list[dict[str, float]])
 
 def check_schedulable(name: str, actor_options: dict[str, Any]) -> None:
     """On a cluster that cannot grow (the embedded one), fail now instead of waiting forever."""
-    import ray
-
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    reason = unschedulable_reason(replica_needs(actor_options), nodes)
+    reason = unschedulable_reason(replica_needs(actor_options), node_resources())
     if reason is not None:
         raise DeployError(
             f"{name!r} cannot run on this cluster: {reason}. The embedded local cluster cannot add nodes; "

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from lambdaml import cluster
-from lambdaml.app import unschedulable_reason
+from lambdaml.app import node_resources, unschedulable_reason
 from lambdaml.artifacts import ArtifactStore
 from lambdaml.errors import ClusterError, NotDeployedError
 
@@ -116,8 +116,6 @@ def model_info(name: str) -> ModelInfo:
 
 def pending_reason(needs: dict[str, float]) -> str:
     """Why a replica that needs ``needs`` is not running yet, in plain words."""
-    import ray
-
     cluster.connect(start_embedded=False)
     wanted = ", ".join(f"{name}={amount:g}" for name, amount in needs.items() if amount)
     if "GPU" in needs or any(name.startswith("accelerator_type:") for name in needs):
@@ -125,8 +123,7 @@ def pending_reason(needs: dict[str, float]) -> str:
         what = f"a node with {needs.get('GPU', 1):g} {gpu}"
     else:
         what = f"room for {wanted}"
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    if unschedulable_reason(needs, nodes) is not None:
+    if unschedulable_reason(needs, node_resources()) is not None:
         return f"waiting for {what}: the cluster has none; the autoscaler may add one"
     return f"waiting for {what}: every node that has it is busy; it starts when one frees up"
 

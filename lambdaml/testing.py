@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Iterator
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from lambdaml._head import free_port
 
 
 @contextlib.contextmanager
@@ -24,7 +19,7 @@ def local_s3(key: str = "testing") -> Iterator[str]:
     """A moto S3 server on 127.0.0.1 for the duration of the block; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

@@ -21,12 +21,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+from lambdaml._head import free_port as _free_port  # distinct ports, never handed out twice
 
 TEST_TEMP_DIR = Path(tempfile.gettempdir()) / f"lmt-{os.getpid()}"  # short: socket paths are capped
 os.environ.update(

@@ -46,10 +46,10 @@ def test_another_process_reuses_the_running_cluster(cluster):
 
 def test_shutdown_leaves_no_process_and_frees_the_ports(cluster, tmp_path_factory, monkeypatch):
     """A second embedded cluster, on ports of its own, started and stopped."""
-    from tests.conftest import _free_port
+    from lambdaml._head import free_port
 
-    temp_dir = f"/tmp/lmt-stop-{_free_port()}"
-    ports = {name: str(_free_port()) for name in ("LAMBDAML_RAY_PORT", "LAMBDAML_HTTP_PORT", "LAMBDAML_DASHBOARD_PORT")}
+    temp_dir = f"/tmp/lmt-stop-{free_port()}"
+    ports = {name: str(free_port()) for name in ("LAMBDAML_RAY_PORT", "LAMBDAML_HTTP_PORT", "LAMBDAML_DASHBOARD_PORT")}
     monkeypatch.setenv("LAMBDAML_TEMP_DIR", temp_dir)
     for name, port in ports.items():
         monkeypatch.setenv(name, port)
@@ -97,7 +97,7 @@ def test_an_address_connects_to_that_cluster_instead(cluster):
 
 
 def test_free_ports_are_never_handed_out_twice():
-    from lambdaml._head import _free_port
+    from lambdaml._head import free_port
 
-    ports = [_free_port() for _ in range(200)]
+    ports = [free_port() for _ in range(200)]
     assert len(set(ports)) == len(ports)
