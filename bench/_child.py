@@ -26,7 +26,10 @@ def run_child(script: str, args: list[str], env_overrides: dict[str, str], label
         raise SystemExit(f"{label} failed:\n{error.stderr[-4000:]}") from None
     finally:
         subprocess.run([sys.executable, "-c", "import lambdaml; lambdaml.shutdown()"], env=env, check=False)
-    return json.loads(output.strip().splitlines()[-1])
+    results = [line for line in output.splitlines() if line.startswith("{")]  # Ray may print lines of its own
+    if not results:
+        raise SystemExit(f"{label} printed no result:\n{output[-4000:]}")
+    return json.loads(results[-1])
 
 
 def machine() -> str:

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lambdaml._node_types import Simulation
 from lambdaml._settings import ClusterSettings, cluster_settings
 from lambdaml.errors import ClusterError
 
@@ -47,6 +48,7 @@ class ClusterInfo:
     supervisor_pid: int | None = None
     temp_dir: str | None = None
     metrics_url: str | None = None  # the head node's Prometheus endpoint (embedded cluster only)
+    simulated: str | None = None  # the cluster-launcher YAML a simulated cluster mirrors
 
 
 def _port_open(port: int) -> bool:
@@ -143,7 +145,9 @@ def _real_haproxy_binary() -> str:
     return get_haproxy_binary()
 
 
-def _ray_start_command(settings: ClusterSettings, resources: dict[str, float], metrics_port: int) -> list[str]:
+def _ray_start_command(
+    settings: ClusterSettings, resources: dict[str, float], metrics_port: int, autoscaling_config: Path | None
+) -> list[str]:
     ray_cli = Path(sys.executable).with_name("ray")
     command = [
         str(ray_cli) if ray_cli.exists() else "ray",
@@ -160,21 +164,27 @@ def _ray_start_command(settings: ClusterSettings, resources: dict[str, float], m
         f"--dashboard-agent-listen-port={free_port()}",
         f"--metrics-export-port={metrics_port}",
     ]
-    if settings.num_cpus is not None:
-        command.append(f"--num-cpus={settings.num_cpus}")
-    if settings.num_gpus is not None:
-        command.append(f"--num-gpus={settings.num_gpus}")
+    resources = dict(resources)
+    num_cpus = resources.pop("CPU", settings.num_cpus)
+    num_gpus = resources.pop("GPU", settings.num_gpus)
+    if num_cpus is not None:
+        command.append(f"--num-cpus={num_cpus:g}")
+    if num_gpus is not None:
+        command.append(f"--num-gpus={num_gpus:g}")
     if resources:
         command.append(f"--resources={json.dumps(resources)}")
+    if autoscaling_config is not None:
+        command.append(f"--autoscaling-config={autoscaling_config}")
     return command
 
 
-def start(resources: dict[str, float] | None = None) -> ClusterInfo:
+def start(resources: dict[str, float] | None = None, simulate: Simulation | None = None) -> ClusterInfo:
     """Start the embedded head, or return the one already running.
 
     ``resources`` adds custom Ray resources to the head, e.g.
     ``{"accelerator_type:A100": 1}`` with ``LAMBDAML_NUM_GPUS=1`` to stand in
-    for a GPU node on a laptop.
+    for a GPU node on a laptop. ``simulate`` makes it a simulated autoscaling
+    cluster instead, whose head has the resources of the YAML's head type.
     """
     settings = cluster_settings()
     running = read_state(settings)
@@ -194,10 +204,13 @@ def start(resources: dict[str, float] | None = None) -> ClusterInfo:
     (settings.temp_dir / "hp").mkdir(exist_ok=True)
     log_path = settings.temp_dir / "ray-start.log"
     environment = _head_environment(settings)
+    autoscaling_config = node_types = None
+    if simulate is not None:
+        resources, autoscaling_config, node_types = simulate.prepare(settings, environment)
     metrics_port = free_port()
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            _ray_start_command(settings, resources or {}, metrics_port),
+            _ray_start_command(settings, resources or {}, metrics_port, autoscaling_config),
             env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -213,27 +226,35 @@ def start(resources: dict[str, float] | None = None) -> ClusterInfo:
         supervisor_pid=process.pid,
         temp_dir=str(settings.temp_dir),
         metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        simulated=None if simulate is None else str(simulate.cluster_yaml),
     )
     _wait_for_head(process, settings, log_path)
-    keeper = _start_keeper(settings, info, environment, log_path)
+    keeper = _start_keeper(settings, info, environment, log_path, node_types)
     _wait_for_port(keeper, settings.http_port, log_path, "the HTTP ingress")
     _state_path(settings).write_text(json.dumps(asdict(info)))
     return info
 
 
 def _start_keeper(
-    settings: ClusterSettings, info: ClusterInfo, environment: dict[str, str], log_path: Path
+    settings: ClusterSettings,
+    info: ClusterInfo,
+    environment: dict[str, str],
+    log_path: Path,
+    node_types: Path | None,
 ) -> subprocess.Popen:
     """Start the driver that owns Serve and keeps workers warm (see ``lambdaml._keeper``)."""
+    command = [
+        sys.executable, "-m", "lambdaml._keeper",
+        f"--address={info.address}",
+        f"--http-port={settings.http_port}",
+        f"--warm-workers={settings.warm_workers}",
+        f"--temp-dir={settings.temp_dir}",
+    ]
+    if node_types is not None:
+        command.append(f"--node-types={node_types}")
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [
-                sys.executable, "-m", "lambdaml._keeper",
-                f"--address={info.address}",
-                f"--http-port={settings.http_port}",
-                f"--warm-workers={settings.warm_workers}",
-                f"--temp-dir={settings.temp_dir}",
-            ],
+            command,
             env=environment,  # the head's, so it sees the same ports and settings
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -13,7 +13,9 @@ ended with the cluster.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -22,13 +24,19 @@ def main() -> None:
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--warm-workers", type=int, default=2)
     parser.add_argument("--temp-dir", required=True, help="marks this process as part of the cluster")
+    parser.add_argument("--node-types", help="JSON file of the node types a simulated cluster can add")
     args = parser.parse_args()
 
     import ray
     from ray import serve
 
     ray.init(address=args.address, logging_level="ERROR", log_to_driver=False, namespace="lambdaml")
-    serve.start(http_options={"host": "127.0.0.1", "port": args.http_port})
+    # One ingress, on the head: a simulated cluster's nodes all share 127.0.0.1 and its ports.
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": args.http_port})
+    if args.node_types:
+        from lambdaml._node_types import publish
+
+        publish(json.loads(Path(args.node_types).read_text()))
 
     @ray.remote(num_cpus=0)
     def keep_warm() -> None:

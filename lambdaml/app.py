@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lambdaml._node_types import published
 from lambdaml._resources import GpuRequest
 from lambdaml.artifacts import load_manifest
 from lambdaml.environment import installed_here, missing, runtime_env
@@ -48,25 +49,27 @@ class AppArgs(BaseModel):
     debug: bool = Field(default=False, description="Add tracebacks to failed predictions")
 
 
-def choose_gpu(preferences: tuple[GpuRequest, ...], available: set[str]) -> GpuRequest | None:
-    """The first preferred GPU type the cluster has; else the first (an autoscaler may add it)."""
-    if not preferences:
-        return None
+def choose_gpu(preferences: tuple[GpuRequest, ...], nodes: list[dict[str, float]]) -> GpuRequest | None:
+    """The first preferred GPU request some node can hold; else the first.
+
+    ``nodes`` are the resources of the nodes the cluster has or can add
+    (``possible_nodes``). When none fits, the first preference is kept: a
+    cluster whose node types are unknown may still be able to add it.
+    """
     for request in preferences:
-        if request.accelerator_type in available:
+        wanted = f"accelerator_type:{request.accelerator_type}"
+        if any(node.get(wanted, 0) > 0 and node.get("GPU", 0) >= request.count for node in nodes):
             return request
-    return preferences[0]
+    return preferences[0] if preferences else None
 
 
-def serve_options(
-    spec: ModelSpec, available_gpus: set[str] = frozenset(), install: list[str] = ()
-) -> dict[str, Any]:
-    """Keyword arguments for ``serve.deployment(...).options()`` that implement ``spec``."""
+def serve_options(spec: ModelSpec, nodes: list[dict[str, float]] = (), install: list[str] = ()) -> dict[str, Any]:
+    """Keyword arguments for ``serve.deployment(...).options()`` that implement ``spec`` on a cluster of ``nodes``."""
     actor_options: dict[str, Any] = {"num_cpus": DEFAULT_CPUS if spec.cpu is None else spec.cpu}
     env = runtime_env(list(install))
     if env is not None:  # only then: a replica without one reuses a warm worker
         actor_options["runtime_env"] = env
-    gpu = choose_gpu(spec.gpu, set(available_gpus))
+    gpu = choose_gpu(spec.gpu, list(nodes))
     if gpu is not None:
         actor_options.update(num_gpus=gpu.count, accelerator_type=gpu.accelerator_type)
     if spec.memory is not None:
@@ -93,13 +96,6 @@ def serve_options(
     }
 
 
-def cluster_gpu_types() -> set[str]:
-    import ray
-
-    prefix = "accelerator_type:"
-    return {key[len(prefix) :] for key in ray.cluster_resources() if key.startswith(prefix)}
-
-
 def replica_needs(actor_options: dict[str, Any]) -> dict[str, float]:
     """The Ray resources one replica asks for, as the scheduler sees them."""
     needs = {"CPU": actor_options["num_cpus"], "GPU": actor_options.get("num_gpus", 0)}
@@ -117,6 +113,16 @@ def node_resources() -> list[dict[str, float]]:
     return [node["Resources"] for node in ray.nodes() if node["Alive"]]
 
 
+def possible_nodes() -> list[dict[str, float]]:
+    """Resources of the live nodes, then of each node type the cluster said it can add."""
+    return node_resources() + [node_type["resources"] for node_type in published().values()]
+
+
+def can_add_nodes() -> bool:
+    """Whether the connected cluster published the node types its autoscaler can add."""
+    return bool(published())
+
+
 def unschedulable_reason(needs: dict[str, float], nodes: list[dict[str, float]]) -> str | None:
     """Why no node of ``nodes`` (their total resources) could ever hold a replica needing ``needs``; None if one can."""
     if any(all(node.get(name, 0) >= amount for name, amount in needs.items()) for node in nodes):
@@ -130,14 +136,20 @@ def unschedulable_reason(needs: dict[str, float], nodes: list[dict[str, float]])
 
 
 def check_schedulable(name: str, actor_options: dict[str, Any]) -> None:
-    """On a cluster that cannot grow (the embedded one), fail now instead of waiting forever."""
-    reason = unschedulable_reason(replica_needs(actor_options), node_resources())
-    if reason is not None:
-        raise DeployError(
-            f"{name!r} cannot run on this cluster: {reason}. The embedded local cluster cannot add nodes; "
-            "lower @model(cpu=..., gpu=..., memory=...), or deploy to a cluster that has such nodes "
-            "(set LAMBDAML_ADDRESS)."
+    """Fail now, not at the first request, when no node the cluster has or can add could hold a replica."""
+    growing = can_add_nodes()
+    reason = unschedulable_reason(replica_needs(actor_options), possible_nodes())
+    if reason is None:
+        return
+    if growing:
+        reason = reason.replace("no node has that", "no node or node type of this cluster has that")
+        advice = "add a node type with it to the cluster's config (cluster.yaml), or lower @model(cpu=..., gpu=..., memory=...)."
+    else:
+        advice = (
+            "the embedded local cluster cannot add nodes; lower @model(cpu=..., gpu=..., memory=...), "
+            "or deploy to a cluster that has such nodes (set LAMBDAML_ADDRESS)."
         )
+    raise DeployError(f"{name!r} cannot run on this cluster: {reason}. To fix it, {advice}")
 
 
 def build(args: dict[str, Any]) -> Any:
@@ -149,7 +161,7 @@ def build(args: dict[str, Any]) -> Any:
     parsed = AppArgs.model_validate(args)
     manifest = load_manifest(parsed.artifact)
     install = parsed.install if parsed.install is not None else missing(manifest.requirements, installed_here()[1])
-    options = serve_options(manifest.model_spec(), cluster_gpu_types(), install)
+    options = serve_options(manifest.model_spec(), possible_nodes(), install)
     return serve.deployment(ModelServer).options(**options).bind(
         parsed.artifact, parsed.secrets, parsed.environment, parsed.debug
     )

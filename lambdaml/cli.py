@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lambdaml import _cli_io, cluster, observe
+from lambdaml._node_types import Simulation, publish, read_cluster_yaml
 from lambdaml.errors import ClusterError, InputError, LambdamlError, NotDeployedError
 
 app = typer.Typer(
@@ -295,14 +296,44 @@ def rollback(
 
 
 @command
-def up() -> None:
+def up(
+    simulate: Optional[pathlib.Path] = typer.Option(
+        None, "--simulate", help="A cluster-launcher YAML (e.g. cluster.yaml) whose node types to simulate locally."
+    ),
+    idle_timeout: float = typer.Option(60.0, help="With --simulate: idle seconds before a simulated node is removed."),
+) -> None:
     """Start the local cluster in the background (deploy starts it too).
 
-    Example: `lambdaml up`
+    With `--simulate cluster.yaml` the local cluster behaves like that cluster: its head
+    takes no replicas, and the autoscaler adds a fake node of the right type (fake GPUs
+    included) when a replica needs one, and removes it when idle. Nodes are local processes.
+
+    Example: `lambdaml up` or `lambdaml up --simulate cluster.yaml`
     """
-    info = cluster.start()
-    console.print(f"Local cluster running. Predictions API: {info.http_url}  Ray dashboard: {info.dashboard_url}",
+    simulation = None if simulate is None else Simulation(simulate.resolve(), idle_timeout)
+    info = cluster.start(simulate=simulation)
+    if simulation is not None and info.simulated is None:
+        raise ClusterError("A local cluster that simulates nothing is already running. Stop it first: `lambdaml down`")
+    what = f"Simulated cluster ({info.simulated})" if info.simulated else "Local cluster"
+    console.print(f"{what} running. Predictions API: {info.http_url}  Ray dashboard: {info.dashboard_url}",
                   highlight=False)
+
+
+@command
+def node_types(
+    config: pathlib.Path = typer.Argument(..., help="The cluster's launcher YAML (on a head: ~/ray_bootstrap_config.yaml)."),
+) -> None:
+    """Tell deploys which node types this cluster's autoscaler can add.
+
+    Run once after the head starts (cluster.yaml does). Deploys then pick GPU fallbacks by
+    the node types too, and refuse a model no node type can hold instead of leaving it waiting.
+
+    Example: `lambdaml --address 127.0.0.1:6379 node-types ~/ray_bootstrap_config.yaml`
+    """
+    _, types = read_cluster_yaml(config)
+    cluster.connect(start_embedded=False)
+    publish(types)
+    console.print(f"This cluster can add: {', '.join(types) or 'no node types'}.", highlight=False)
 
 
 @command

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from lambdaml import cluster
+from lambdaml._node_types import published
 from lambdaml.app import node_resources, unschedulable_reason
 from lambdaml.artifacts import ArtifactStore
 from lambdaml.errors import ClusterError, NotDeployedError
@@ -124,6 +125,9 @@ def pending_reason(needs: dict[str, float]) -> str:
     else:
         what = f"room for {wanted}"
     if unschedulable_reason(needs, node_resources()) is not None:
+        adding = [name for name, node in published().items() if unschedulable_reason(needs, [node["resources"]]) is None]
+        if adding:
+            return f"waiting for {what}: the autoscaler is adding one (node type {adding[0]!r})"
         return f"waiting for {what}: the cluster has none; the autoscaler may add one"
     return f"waiting for {what}: every node that has it is busy; it starts when one frees up"
 

@@ -16,7 +16,8 @@ def test_serve_options_map_the_spec_onto_ray_serve():
     def big(x: int) -> int:
         return x
 
-    options = serve_options(big.spec, available_gpus={"A100"})
+    a100_node = {"CPU": 96.0, "GPU": 8.0, "accelerator_type:A100": 1.0}
+    options = serve_options(big.spec, [a100_node])
     assert options["max_ongoing_requests"] == 16  # 8 run at once, 8 more queue where the autoscaler sees them
     assert options["ray_actor_options"] == {
         "num_cpus": 4, "num_gpus": 2, "accelerator_type": "A100", "memory": 16 * 1024**3,
@@ -42,12 +43,20 @@ def test_builder_args_are_validated():
         AppArgs.model_validate({"artifact": "s3://b/m/v", "secret": {}})
 
 
-def test_gpu_fallbacks_pick_the_first_type_the_cluster_has():
+def _gpu_node(accelerator: str, gpus: float = 1.0) -> dict[str, float]:
+    return {"CPU": 8.0, "GPU": gpus, f"accelerator_type:{accelerator}": 1.0}
+
+
+def test_gpu_fallbacks_pick_the_first_request_a_node_can_hold():
     preferences = (GpuRequest("H100"), GpuRequest("A100"))
-    assert choose_gpu(preferences, {"A100"}) == GpuRequest("A100")
-    assert choose_gpu(preferences, {"H100", "A100"}) == GpuRequest("H100")
-    assert choose_gpu(preferences, set()) == GpuRequest("H100")  # an autoscaler may add one
-    assert choose_gpu((), {"A100"}) is None
+    assert choose_gpu(preferences, [_gpu_node("A100")]) == GpuRequest("A100")
+    assert choose_gpu(preferences, [_gpu_node("A100"), _gpu_node("H100")]) == GpuRequest("H100")
+    assert choose_gpu(preferences, []) == GpuRequest("H100")  # node types unknown: an autoscaler may add one
+    assert choose_gpu((), [_gpu_node("A100")]) is None
+    # The count matters too: no node has 16 H100s, so the A100 fallback is taken.
+    assert choose_gpu((GpuRequest("H100", 16), GpuRequest("A100")), [_gpu_node("H100", 8), _gpu_node("A100")]) == (
+        GpuRequest("A100")
+    )
 
 
 def test_unschedulable_reason_compares_needs_with_each_node():

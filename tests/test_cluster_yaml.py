@@ -40,3 +40,8 @@ def test_every_gpu_name_maps_to_a_node_type():
 def test_dashboard_and_metrics_ports_are_set():
     head_start = " ".join(load()["head_start_ray_commands"])
     assert "--dashboard-port=8265" in head_start and "--metrics-export-port=8080" in head_start
+
+
+def test_the_head_publishes_its_node_types_for_deploys():
+    last = load()["head_start_ray_commands"][-1]
+    assert "lambdaml --address 127.0.0.1:6379 node-types ~/ray_bootstrap_config.yaml" in last
