@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -30,6 +31,18 @@ def run_child(script: str, args: list[str], env_overrides: dict[str, str], label
     if not results:
         raise SystemExit(f"{label} printed no result:\n{output[-4000:]}")
     return json.loads(results[-1])
+
+
+def measure_in_own_cluster(
+    child: bool, measure: Callable[[], dict], forwarded: list[str], name: str, offset: int
+) -> dict | None:
+    """The split every cluster benchmark makes: in the child (``--child``) print ``measure()``
+    and return None; in the parent, rerun this script as that child on a private cluster
+    (``private_cluster(name, offset)``) and return its result."""
+    if child:
+        print(json.dumps(measure()))
+        return None
+    return run_child(sys.argv[0], forwarded, private_cluster(name, offset), f"{name} benchmark")
 
 
 def machine() -> str:

@@ -22,11 +22,10 @@ later rounds reuse Ray's cached one. Usage: ``python bench/bench_environment.py`
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
-from _child import private_cluster, run_child, save
+from _child import measure_in_own_cluster, save
 
 
 def uses_packages() -> str:
@@ -109,11 +108,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(measure(args.rounds)))
+    results = measure_in_own_cluster(args.child, lambda: measure(args.rounds), ["--rounds", str(args.rounds)], "env", 1)
+    if results is None:
         return
-    overrides = private_cluster("env", 1)
-    results = run_child(__file__, ["--rounds", str(args.rounds)], overrides, "environment benchmark")
     save("environment", {"results": results})
     print(report(results))
 

@@ -11,12 +11,11 @@ and after the load how long until the count is back to ``min``. Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 from pathlib import Path
 
-from _child import private_cluster, run_child, save
+from _child import measure_in_own_cluster, save
 
 RESULTS = Path(__file__).parent / "results"
 CLIENTS = 8
@@ -83,11 +82,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(measure(args.seconds)))
+    result = measure_in_own_cluster(args.child, lambda: measure(args.seconds), ["--seconds", str(args.seconds)], "load", 3)
+    if result is None:
         return
-    overrides = private_cluster("load", 3)
-    result = run_child(__file__, ["--seconds", str(args.seconds)], overrides, "load benchmark")
     save("load", result)
     summary = {k: v for k, v in result.items() if k != "replica_timeline"}
     print("\n".join(f"{key}: {value}" for key, value in summary.items()))

@@ -10,19 +10,18 @@ count reaches ``--max`` or ``--seconds`` pass, and keeps it there 10 s more. Eve
 load it waits for zero replicas and for the nodes to go. Memory is the drop in this
 machine's MemAvailable from before the cluster started, and the proportional set size
 (PSS) of the cluster's processes, at the peak. Usage:
-``python bench/bench_scale.py [--max 50] [--clients 60]``. Writes ``bench/results/scale.json``.
+``python bench/bench_scale.py [--max 50] [--clients 50]``. Writes ``bench/results/scale.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import json
 import threading
 import time
 from pathlib import Path
 
-from _child import private_cluster, run_child, save
+from _child import measure_in_own_cluster, save
 
 CLUSTER_YAML = Path(__file__).parent.parent / "cluster.yaml"
 IDLE_TIMEOUT_S = 10
@@ -150,12 +149,12 @@ def main() -> None:
     parser.add_argument("--gpu", default=None, help="also ask for this GPU per replica, e.g. A100 (fake)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(measure(args.max, args.clients, args.seconds, args.gpu)))
-        return
     forwarded = ["--max", str(args.max), "--clients", str(args.clients), "--seconds", str(args.seconds)]
     forwarded += ["--gpu", args.gpu] if args.gpu else []
-    result = run_child(__file__, forwarded, private_cluster("scale", 5), "scale benchmark")
+    run = lambda: measure(args.max, args.clients, args.seconds, args.gpu)  # noqa: E731
+    result = measure_in_own_cluster(args.child, run, forwarded, "scale", 5)
+    if result is None:
+        return
     save("scale" if not args.gpu else f"scale-{args.gpu.lower()}", result)
     print("\n".join(f"{key}: {value}" for key, value in result.items() if key != "timeline"))
 

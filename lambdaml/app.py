@@ -118,11 +118,6 @@ def possible_nodes() -> list[dict[str, float]]:
     return node_resources() + [node_type["resources"] for node_type in published().values()]
 
 
-def can_add_nodes() -> bool:
-    """Whether the connected cluster published the node types its autoscaler can add."""
-    return bool(published())
-
-
 def unschedulable_reason(needs: dict[str, float], nodes: list[dict[str, float]]) -> str | None:
     """Why no node of ``nodes`` (their total resources) could ever hold a replica needing ``needs``; None if one can."""
     if any(all(node.get(name, 0) >= amount for name, amount in needs.items()) for node in nodes):
@@ -135,10 +130,12 @@ def unschedulable_reason(needs: dict[str, float], nodes: list[dict[str, float]])
     return f"a replica needs {wanted}, and no node has that (nodes: {have or 'none'})"
 
 
-def check_schedulable(name: str, actor_options: dict[str, Any]) -> None:
-    """Fail now, not at the first request, when no node the cluster has or can add could hold a replica."""
-    growing = can_add_nodes()
-    reason = unschedulable_reason(replica_needs(actor_options), possible_nodes())
+def check_schedulable(name: str, actor_options: dict[str, Any], nodes: list[dict[str, float]], growing: bool) -> None:
+    """Fail now, not at the first request, when none of ``nodes`` (``possible_nodes``) could hold a replica.
+
+    ``growing``: the cluster published node types it can add (else it is the embedded one, fixed).
+    """
+    reason = unschedulable_reason(replica_needs(actor_options), nodes)
     if reason is None:
         return
     if growing:

@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 
 from lambdaml import cluster, environment
+from lambdaml._node_types import published
 from lambdaml._settings import debug_enabled
-from lambdaml.app import build, can_add_nodes, check_schedulable, possible_nodes, serve_options
+from lambdaml.app import build, check_schedulable, possible_nodes, serve_options
 from lambdaml.artifacts import ArtifactStore, Manifest, VersionInfo, load_manifest
 from lambdaml.errors import DeployError, NotDeployedError
 from lambdaml.model import Model
@@ -108,8 +109,10 @@ def _run(
     install = environment.missing(manifest.requirements, environment.cluster_environment(info.address)[1])
     if install:
         progress("install", f"the cluster will install {', '.join(install)} (cached after the first time)")
-    if info.embedded or can_add_nodes():  # else the cluster may grow in ways we cannot see
-        check_schedulable(spec.name, serve_options(spec, possible_nodes())["ray_actor_options"])
+    growing = bool(published())
+    if info.embedded or growing:  # else the cluster may grow in ways we cannot see
+        nodes = possible_nodes()
+        check_schedulable(spec.name, serve_options(spec, nodes)["ray_actor_options"], nodes, growing)
     artifact = store.artifact_url(spec.name, manifest.version)
     app = build(
         {
