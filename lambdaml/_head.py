@@ -98,7 +98,7 @@ def _head_environment(settings: ClusterSettings) -> dict[str, str]:
         {
             "RAY_USAGE_STATS_ENABLED": "0",
             **LOCAL_ONLY,
-            # Idle workers (see lambdaml._keeper) import Serve's replica code and
+            # Idle workers (see lambdaml._warm_workers) import Serve's replica code and
             # ours ahead of time, so a replica starts without paying for imports.
             "RAY_preload_python_modules": "ray.serve._private.replica,lambdaml.server",
             "RAY_worker_cap_enabled": "false",
@@ -242,7 +242,7 @@ def _start_keeper(
     log_path: Path,
     node_types: Path | None,
 ) -> subprocess.Popen:
-    """Start the driver that owns Serve and keeps workers warm (see ``lambdaml._keeper``)."""
+    """Start the driver that owns Serve and keeps workers warm (see ``lambdaml._warm_workers``)."""
     command = [
         sys.executable, "-m", "lambdaml._keeper",
         f"--address={info.address}",

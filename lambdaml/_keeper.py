@@ -1,20 +1,16 @@
-"""The embedded cluster's long-lived driver: owns Ray Serve and keeps workers warm.
+"""The embedded cluster's long-lived driver: owns Ray Serve and keeps workers ready.
 
-Ray starts each Serve replica in a worker process of the Serve controller's
-job, reusing an idle worker of that job when one exists and otherwise starting
-a new Python process (~1.5 s here, most of a cold start). Ray only keeps idle
-workers for jobs whose driver is alive, so the embedded cluster runs this
-driver: it starts Serve (its job becomes the controller's job) and runs a few
-no-op tasks every half second, which makes Ray keep that many idle, preloaded
-workers ready for the next replica. Started by ``lambdaml.cluster.start``;
-ended with the cluster.
+It starts Serve on loopback, publishes a simulated cluster's node types, then
+keeps ``--warm-workers`` unclaimed worker processes ready on the head so a
+replica starts without waiting for a new Python process (see
+``lambdaml._warm_workers``). Started by ``lambdaml.cluster.start``; ended with
+the cluster.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 
@@ -38,13 +34,9 @@ def main() -> None:
 
         publish(json.loads(Path(args.node_types).read_text()))
 
-    @ray.remote(num_cpus=0)
-    def keep_warm() -> None:
-        return None
+    from lambdaml._warm_workers import WarmPool, raylet_stub
 
-    while True:
-        ray.get([keep_warm.remote() for _ in range(args.warm_workers)])
-        time.sleep(0.5)
+    WarmPool(raylet_stub(), args.warm_workers).run_forever()
 
 
 if __name__ == "__main__":
