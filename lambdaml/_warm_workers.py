@@ -59,6 +59,8 @@ class WarmPool:
     _seen: set[int] = field(default_factory=set)
 
     def tend(self) -> None:
+        if self.size <= 0:  # LAMBDAML_WARM_WORKERS=0: replicas start in new workers, as with plain Ray
+            return
         ready = unclaimed_workers(self.stub)
         arrived = len(ready - self._seen)
         self._seen = ready

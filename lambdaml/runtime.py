@@ -1,7 +1,9 @@
 """The serve stage, model side: a loaded model inside one replica.
 
 ``ModelRuntime`` runs ``setup()`` once, then turns validated inputs into a
-``Prediction``: it times the call, captures what the model prints, enforces
+prediction object (Replicate's fields, as ``schema.Prediction`` describes them,
+kept a plain JSON-ready dict because building and dumping a pydantic object per
+request cost more than the rest of the request path): it times the call, captures what the model prints, enforces
 the timeout and converts any exception into ``status: "failed"``. It knows
 nothing of HTTP or Ray, so it can be exercised directly in a test.
 """
@@ -27,7 +29,6 @@ from lambdaml.errors import InputError
 from lambdaml.metrics import GpuMemory, NoMetrics
 from lambdaml.model import Model
 from lambdaml.spec import ModelSpec
-from lambdaml.schema import Prediction
 
 
 OnItem = Callable[[Any], Awaitable[None]] | None
@@ -40,6 +41,14 @@ def running_limit(spec: ModelSpec) -> int:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+def _prediction(prediction_id: str, status: str, echoed: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A prediction object with every field of ``schema.Prediction``, in its order."""
+    prediction = {"id": prediction_id, "status": status, "input": echoed, "output": None, "error": None, "logs": "",
+                  "metrics": {}, "created_at": None, "started_at": None, "completed_at": None}
+    prediction.update(fields)
+    return prediction
 
 
 def _error_message(exc: BaseException, debug: bool) -> str:
@@ -98,8 +107,8 @@ class ModelRuntime:
 
     async def predict(
         self, raw_input: dict[str, Any], prediction_id: str | None = None, on_item: OnItem = None
-    ) -> Prediction:
-        """Run one prediction. Raises InputError (nothing runs) if the inputs are invalid or unreachable.
+    ) -> dict[str, Any]:
+        """Run one prediction: a JSON-ready prediction object. Raises InputError (nothing runs) if the inputs are invalid or unreachable.
 
         For a generator predict, ``on_item`` is awaited with each output item as it is produced.
         """
@@ -113,8 +122,8 @@ class ModelRuntime:
         echoed = self.schema.echo(inputs)
         if self.setup_failed:
             self._metrics.finished("failed")
-            return Prediction(
-                id=prediction_id, status="failed", input=echoed, created_at=created_at, completed_at=_now(),
+            return _prediction(
+                prediction_id, "failed", echoed, created_at=created_at, completed_at=_now(),
                 error=f"The model's setup() failed, so it cannot predict: {self._setup['error']}",
             )
         kwargs = {name: getattr(inputs, name) for name in type(inputs).model_fields}
@@ -137,10 +146,10 @@ class ModelRuntime:
         self._metrics.finished(status, **figures)
         if error is not None:
             self.recent_errors.append({"id": prediction_id, "at": created_at, "error": error})
-        return Prediction(
-            id=prediction_id,
-            status=status,
-            input=echoed,
+        return _prediction(
+            prediction_id,
+            status,
+            echoed,
             output=output,
             error=error,
             logs=logs.text(),

@@ -135,7 +135,7 @@ class ModelServer:
             return _invalid(_envelope_error(exc))
         except InputError as exc:
             return _invalid(exc)
-        return Response(prediction.model_dump_json(), media_type="application/json")
+        return Response(to_json(prediction), media_type="application/json")
 
     async def _http_stream(self, body: bytes) -> Response:
         """Server-Sent Events: ``output`` per item, then ``done`` with the prediction (``error`` first if it failed)."""
@@ -161,7 +161,7 @@ class ModelServer:
         async def produce() -> None:
             try:
                 prediction = await self.runtime.predict(inputs, prediction_id, on_item=lambda i: queue.put(("item", i)))
-                await queue.put(("prediction", prediction.model_dump(mode="json")))
+                await queue.put(("prediction", prediction))
             except InputError as exc:
                 await queue.put(("invalid", {"detail": str(exc), "invalid_fields": exc.invalid_fields}))
 
@@ -190,7 +190,7 @@ class ModelServer:
             prediction = await self.runtime.predict(inputs)
         except InputError as exc:
             return {"invalid": {"detail": str(exc), "invalid_fields": exc.invalid_fields}}
-        return {"prediction": prediction.model_dump(mode="json")}
+        return {"prediction": prediction}
 
     def health_status(self) -> dict[str, Any]:
         return {**self.runtime.health(), "version": self.version}

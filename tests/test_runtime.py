@@ -8,10 +8,14 @@ import pytest
 
 from lambdaml import Input, InputError, Secret, model
 from lambdaml.runtime import ModelRuntime
+from lambdaml.schema import Prediction
 
 
-def predict(runtime: ModelRuntime, **inputs):
-    return asyncio.run(runtime.predict(inputs))
+def predict(runtime: ModelRuntime, **inputs) -> Prediction:
+    """Run one prediction; checking it has exactly the fields clients parse (``Prediction``)."""
+    prediction = asyncio.run(runtime.predict(inputs))
+    assert list(prediction) == list(Prediction.model_fields)
+    return Prediction.model_validate(prediction)
 
 
 @model
@@ -39,7 +43,7 @@ def test_user_exception_becomes_failed_prediction_without_traceback():
 
 
 def test_debug_adds_the_traceback():
-    prediction = asyncio.run(ModelRuntime(shout, debug=True).predict({"text": "boom"}))
+    prediction = Prediction.model_validate(asyncio.run(ModelRuntime(shout, debug=True).predict({"text": "boom"})))
     assert "Traceback" in prediction.error and "cannot shout boom" in prediction.error
 
 
@@ -69,7 +73,7 @@ def test_concurrent_predictions_keep_their_own_logs():
         return await asyncio.gather(runtime.predict({"name": "a"}), runtime.predict({"name": "b"}))
 
     first, second = asyncio.run(both())
-    assert first.logs == "a\na\na\n" and second.logs == "b\nb\nb\n"
+    assert first["logs"] == "a\na\na\n" and second["logs"] == "b\nb\nb\n"
 
 
 def test_timeout_fails_the_prediction():
@@ -170,5 +174,5 @@ def test_no_more_than_concurrency_predictions_run_at_once():
     async def six_at_once():
         return await asyncio.gather(*(runtime.predict({"x": x}) for x in range(6)))
 
-    assert [p.output for p in asyncio.run(six_at_once())] == list(range(6))
+    assert [p["output"] for p in asyncio.run(six_at_once())] == list(range(6))
     assert state["most"] == 2

@@ -49,7 +49,7 @@ def test_runtime_streams_items_as_they_come_and_combines_them():
         seen.append(item)
 
     prediction = asyncio.run(ModelRuntime(counter_stream).predict({"upto": 3}, on_item=on_item))
-    assert seen == ["0,", "1,", "2,"] and prediction.output == "0,1,2,"
+    assert seen == ["0,", "1,", "2,"] and prediction["output"] == "0,1,2,"
 
 
 @model(name="async-stream", cpu=0.1, min=1)
