@@ -3,7 +3,9 @@
 For each ingress mode (HAProxy, Ray's Python proxy) it starts an embedded
 cluster of its own and measures, on the same trivial function:
 
-* warm latency (p50, p99) of sequential requests over one keep-alive connection;
+* warm latency (p50, p99) of sequential requests over one keep-alive connection,
+  with two bare baselines: the function called inline in an ``async`` handler, and
+  run in a thread (``asyncio.to_thread``), the fair baseline for a plain ``def``;
 * requests/s with 8 concurrent loopback clients;
 * cold start from zero replicas: lambdaml's defaults, and a bare Serve
   deployment with Ray's default autoscaling timings (on the same cluster).
@@ -15,6 +17,7 @@ writes ``bench/results/skeleton.json``. Numbers are medians of the rounds run.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import threading
@@ -39,17 +42,29 @@ async def async_echo(x: int = 1) -> int:
 # ------------------------------------------------------------------ measuring
 
 
-def latencies(url: str, body: dict, count: int) -> list[float]:
-    with httpx.Client(timeout=30) as client:
-        for _ in range(20):  # warm the connection and the replica
-            client.post(url, json=body)
-        samples = []
-        for _ in range(count):
-            started = time.perf_counter()
-            response = client.post(url, json=body)
-            samples.append(time.perf_counter() - started)
-            assert response.status_code == 200, response.text
-    return samples
+def latencies(urls: dict[str, str], body: dict, count: int) -> dict[str, list[float]]:
+    """Sequential requests to every server in turn (order alternating), each over its own keep-alive connection.
+
+    Interleaving request by request means a machine whose speed drifts (a shared VM)
+    slows every server alike; measuring one server's block after another's did not.
+    """
+    clients = {name: httpx.Client(timeout=30) for name in urls}
+    try:
+        for name, client in clients.items():
+            for _ in range(20):  # warm the connection and the replica
+                client.post(urls[name], json=body)
+        samples: dict[str, list[float]] = {name: [] for name in urls}
+        names = list(urls)
+        for index in range(count):
+            for name in names if index % 2 == 0 else names[::-1]:
+                started = time.perf_counter()
+                response = clients[name].post(urls[name], json=body)
+                samples[name].append(time.perf_counter() - started)
+                assert response.status_code == 200, response.text
+        return samples
+    finally:
+        for client in clients.values():
+            client.close()
 
 
 def throughput(url: str, body: dict, seconds: float) -> float:
@@ -111,32 +126,44 @@ def measure(quick: bool) -> dict:
             body = await request.json()
             return {"output": echo(**body["input"])}
 
+    # The fair baseline for a plain ``def``: a blocking function run off the event loop, as a
+    # Serve user would (and as Serve itself runs sync methods, in a thread pool).
+    @serve.deployment(name="bench-bare-thread", num_replicas=1, max_ongoing_requests=CLIENTS, ray_actor_options={"num_cpus": 0.5})
+    class BareThread:
+        async def __call__(self, request: Request) -> dict:
+            body = await request.json()
+            return {"output": await asyncio.to_thread(echo, **body["input"])}
+
     serve.run(Bare.bind(), name="bench-bare", route_prefix="/bench-bare")
+    serve.run(BareThread.bind(), name="bench-bare-thread", route_prefix="/bench-bare-thread")
     time.sleep(2)  # let the ingress pick up the routes
     body = {"input": {"x": 1}}
     urls = {
         "bare": f"{info.http_url}/bench-bare",
+        "bare_thread": f"{info.http_url}/bench-bare-thread",
         "lambdaml_async": f"{info.http_url}/bench-lambdaml-async/predictions",
         "lambdaml_sync": f"{info.http_url}/bench-lambdaml-sync/predictions",
     }
     rounds, count, seconds = (1, 300, 3) if quick else (5, 1000, 5)
     warm: dict[str, dict[str, list[float]]] = {name: {"p50": [], "p99": [], "rps": []} for name in urls}
     for round_index in range(rounds):
-        names = list(urls)
-        for name in names[round_index % len(names) :] + names[: round_index % len(names)]:  # rotate who goes first
-            url = urls[name]
-            samples = sorted(latencies(url, body, count))
+        for name, samples in latencies(urls, body, count).items():
+            samples.sort()
             warm[name]["p50"].append(samples[len(samples) // 2] * 1000)
             warm[name]["p99"].append(samples[int(len(samples) * 0.99)] * 1000)
-            warm[name]["rps"].append(throughput(url, body, seconds))
+        names = list(urls)
+        for name in names[round_index % len(names) :] + names[: round_index % len(names)]:  # rotate who goes first
+            warm[name]["rps"].append(throughput(urls[name], body, seconds))
     result = {name: {k: statistics.median(v) for k, v in m.items()} for name, m in warm.items()}
-    # Paired ratios: the servers of one round are measured back to back, so a machine whose
-    # speed drifts (a shared VM) affects both sides of each ratio alike.
+    # Paired ratios: within a round the servers' requests are interleaved (see latencies).
+    pairs = {"lambdaml_async": ("lambdaml_async", "bare"), "lambdaml_sync": ("lambdaml_sync", "bare"),
+             "lambdaml_sync_vs_thread": ("lambdaml_sync", "bare_thread")}
     result["p50_ratios"] = {
-        name: statistics.median(a / b for a, b in zip(warm[name]["p50"], warm["bare"]["p50"]))
-        for name in ("lambdaml_async", "lambdaml_sync")
+        key: statistics.median(a / b for a, b in zip(warm[server]["p50"], warm[baseline]["p50"]))
+        for key, (server, baseline) in pairs.items()
     }
     serve.delete("bench-bare")
+    serve.delete("bench-bare-thread")
     lambdaml_async.delete()
     lambdaml_sync.delete()
 
@@ -192,20 +219,20 @@ def report(results: dict) -> str:
         "|---|---|---:|---:|---:|",
     ]
     for ingress, result in results.items():
-        for name in ("bare", "lambdaml_async", "lambdaml_sync"):
+        for name in ("bare", "bare_thread", "lambdaml_async", "lambdaml_sync"):
             r = result[name]
             lines.append(f"| {ingress} | {name} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} |")
     lines.append("")
     lines.append(
-        "| ingress | p50 ratio, async def (goal <= 1.10; median of per-round ratios) | p50 ratio, def | "
-        "cold start lambdaml s (goal <= 2) | cold start Ray defaults s |"
+        "| ingress | p50 ratio, async def / bare (goal <= 1.10; median of per-round ratios) | def / bare | "
+        "def / bare_thread | cold start lambdaml s (goal <= 2) | cold start Ray defaults s |"
     )
-    lines.append("|---|---:|---:|---:|---:|")
+    lines.append("|---|---:|---:|---:|---:|---:|")
     for ingress, result in results.items():
-        ratio_async, ratio_sync = result["p50_ratios"]["lambdaml_async"], result["p50_ratios"]["lambdaml_sync"]
-        cold = result["cold_start_s"]
+        ratios, cold = result["p50_ratios"], result["cold_start_s"]
         lines.append(
-            f"| {ingress} | {ratio_async:.2f} | {ratio_sync:.2f} | {cold['lambdaml']:.2f} | {cold['ray_defaults']:.2f} |"
+            f"| {ingress} | {ratios['lambdaml_async']:.2f} | {ratios['lambdaml_sync']:.2f} | "
+            f"{ratios['lambdaml_sync_vs_thread']:.2f} | {cold['lambdaml']:.2f} | {cold['ray_defaults']:.2f} |"
         )
     return "\n".join(lines)
 
