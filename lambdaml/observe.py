@@ -149,19 +149,31 @@ def status(name: str) -> dict[str, Any]:
 
 def logs(name: str, follow: bool = False, tail: int = 100) -> Iterator[str]:
     """Lines of the model's replica logs (Ray's state API), each prefixed with its replica id."""
-    from ray.util.state import get_log
-
     model = model_info(name)
     replicas = [r for r in model.replicas if r.node_id and r.log_file]
     if not replicas:
         raise NotDeployedError(f"{name!r} has no running replicas, so there are no replica logs to show.")
-    lines: queue.Queue[str | None] = queue.Queue()
+    return read_logs(replicas, follow, tail)
+
+
+def read_logs(replicas: list[ReplicaInfo], follow: bool = False, tail: int = 100) -> Iterator[str]:
+    """Each replica's log read in a thread of its own (``follow`` never ends), merged as lines arrive."""
+    import ray
+    from ray.util.state import get_log
+
+    # This cluster's address, said explicitly: with none, Ray refuses when a second
+    # Ray cluster runs on the machine ("Found multiple active Ray instances").
+    address = ray.get_runtime_context().gcs_address
+    lines: queue.Queue[str | Exception | None] = queue.Queue()
 
     def read(replica: ReplicaInfo) -> None:
         try:
-            for chunk in get_log(node_id=replica.node_id, filename=replica.log_file.lstrip("/"), tail=tail, follow=follow):
+            log_file = replica.log_file.lstrip("/")
+            for chunk in get_log(address=address, node_id=replica.node_id, filename=log_file, tail=tail, follow=follow):
                 for line in chunk.splitlines():
                     lines.put(f"[{replica.id}] {line}")
+        except Exception as exc:  # handed to the caller, not lost with this thread
+            lines.put(ClusterError(f"Could not read the log of replica {replica.id}: {exc}"))
         finally:
             lines.put(None)
 
@@ -172,5 +184,7 @@ def logs(name: str, follow: bool = False, tail: int = 100) -> Iterator[str]:
         line = lines.get()
         if line is None:
             remaining -= 1
+        elif isinstance(line, Exception):
+            raise line
         else:
             yield line

@@ -47,6 +47,18 @@ def test_listing_and_logs_of_a_deployed_model(deployed):
         time.sleep(0.5)
 
 
+def test_a_log_that_cannot_be_read_is_an_error_not_silence(deployed):
+    @model(name="quiet", cpu=0.1, min=1)
+    def quiet() -> int:
+        return 1
+
+    deployed(quiet)
+    replica = next(m for m in observe.list_models() if m.name == "quiet").replicas[0]
+    replica.log_file = "no/such/file.log"
+    with pytest.raises(lambdaml.ClusterError, match=f"Could not read the log of replica {replica.id}"):
+        list(observe.read_logs([replica]))
+
+
 def test_unknown_models_say_so(cluster):
     with pytest.raises(lambdaml.NotDeployedError, match="No model named 'ghost'"):
         observe.status("ghost")
