@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import BaseModel
+
 from lambdaml import _logs, _streams, files
 from lambdaml._threads import SyncRunner
 from lambdaml.errors import InputError
@@ -32,6 +34,7 @@ from lambdaml.spec import ModelSpec
 
 
 OnItem = Callable[[Any], Awaitable[None]] | None
+Inputs = dict[str, Any] | BaseModel  # raw inputs, or inputs already validated (``ModelRuntime.parse``)
 
 
 def running_limit(spec: ModelSpec) -> int:
@@ -105,8 +108,16 @@ class ModelRuntime:
         status = "SETUP_FAILED" if self.setup_failed else "READY"
         return {"status": status, "setup": dict(self._setup), "recent_errors": list(self.recent_errors)}
 
+    def parse(self, body: bytes) -> tuple[BaseModel, str | None]:
+        """Validate a whole HTTP request body in one pass: ``(inputs, id)`` for ``predict``, or an InputError."""
+        try:
+            return self.schema.validate_request(body)
+        except InputError:
+            self._metrics.finished("invalid")
+            raise
+
     async def predict(
-        self, raw_input: dict[str, Any], prediction_id: str | None = None, on_item: OnItem = None
+        self, raw_input: Inputs, prediction_id: str | None = None, on_item: OnItem = None
     ) -> dict[str, Any]:
         """Run one prediction: a JSON-ready prediction object. Raises InputError (nothing runs) if the inputs are invalid or unreachable.
 
@@ -114,11 +125,14 @@ class ModelRuntime:
         """
         created_at = _now()
         prediction_id = prediction_id or secrets.token_hex(16)
-        try:
-            inputs = self.schema.validate(raw_input)
-        except InputError:
-            self._metrics.finished("invalid")
-            raise
+        if isinstance(raw_input, BaseModel):
+            inputs = raw_input
+        else:
+            try:
+                inputs = self.schema.validate(raw_input)
+            except InputError:
+                self._metrics.finished("invalid")
+                raise
         echoed = self.schema.echo(inputs)
         if self.setup_failed:
             self._metrics.finished("failed")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import functools
 import inspect
 import pathlib
 import typing
@@ -55,9 +56,25 @@ class ModelSchema:
         try:
             return self.input_model.model_validate(raw)
         except ValidationError as exc:
-            fields = [_describe_error(error) for error in exc.errors(include_input=False, include_url=False)]
-            summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-            raise InputError(f"Invalid input. {summary}", fields) from None
+            raise _input_error(exc.errors(include_input=False, include_url=False)) from None
+
+    @functools.cached_property
+    def request_model(self) -> type[BaseModel]:
+        """A whole ``POST /predictions`` body, inputs included: one validation pass per request."""
+        return create_model(
+            "PredictionRequest",
+            __config__=ConfigDict(extra="forbid"),
+            input=(self.input_model, Field(default_factory=dict, validate_default=True)),
+            id=(str | None, Field(default=None, max_length=128)),
+        )
+
+    def validate_request(self, body: bytes) -> tuple[BaseModel, str | None]:
+        """The validated inputs and the caller's prediction id, or an InputError naming every bad field."""
+        try:
+            request = self.request_model.model_validate_json(body or b"{}")
+        except ValidationError as exc:
+            raise _request_error(exc.errors(include_input=False, include_url=False)) from None
+        return request.input, request.id
 
     def echo(self, inputs: BaseModel) -> dict[str, Any]:
         """The inputs as JSON, with secrets replaced by ``**********``."""
@@ -77,6 +94,35 @@ class ModelSchema:
 
     def json_schema(self) -> dict[str, Any]:
         return {"input": self.input_model.model_json_schema(), "output": self.output_json_schema()}
+
+
+def _summary(fields: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+
+
+def _input_error(errors: list[dict[str, Any]]) -> InputError:
+    fields = [_describe_error(error) for error in errors]
+    return InputError(f"Invalid input. {_summary(fields)}", fields)
+
+
+def _request_error(errors: list[dict[str, Any]]) -> InputError:
+    """Problems with the body itself if any (they explain the rest, e.g. inputs sent outside ``input``), else the inputs'."""
+    body = [error for error in errors if not (len(error["loc"]) > 1 and error["loc"][0] == "input")]
+    if not body:
+        return _input_error([{**error, "loc": error["loc"][1:]} for error in errors])
+    fields = [_describe_body_error(error) for error in body]
+    return InputError(f"Invalid request. {_summary(fields)}", fields)
+
+
+def _describe_body_error(error: dict[str, Any]) -> dict[str, Any]:
+    field, message = ".".join(str(part) for part in error["loc"]) or "body", error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = 'unknown field; put the model\'s inputs inside {"input": {...}}'
+    elif error["type"] == "json_invalid":
+        field, message = "body", f"the request body is not valid JSON ({error['ctx'].get('error', '')})"
+    elif error["type"] == "model_type":  # not an object, where one is expected
+        message = "Input should be a JSON object"
+    return {"field": field, "type": error["type"], "message": message}
 
 
 def _describe_error(error: dict[str, Any]) -> dict[str, Any]:

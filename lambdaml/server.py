@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import fsspec.config
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 from starlette.requests import Request
 from ray import serve
@@ -28,17 +27,8 @@ from lambdaml.environment import sensitive_values
 from lambdaml.errors import InputError
 from lambdaml.metrics import ModelMetrics
 from lambdaml.package import unpack
-from lambdaml.runtime import ModelRuntime
+from lambdaml.runtime import Inputs, ModelRuntime
 from lambdaml.schema import openapi
-
-
-class PredictionRequest(BaseModel):
-    """The body of ``POST /{name}/predictions``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    input: dict[str, Any] = Field(default_factory=dict)
-    id: str | None = Field(default=None, max_length=128)
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -50,20 +40,6 @@ def _invalid(error: InputError) -> Response:
         {"title": "Input validation failed", "status": 422, "detail": str(error), "invalid_fields": error.invalid_fields},
         status=422,
     )
-
-
-def _envelope_error(exc: ValidationError) -> InputError:
-    fields = []
-    for error in exc.errors(include_input=False, include_url=False):
-        field = ".".join(str(p) for p in error["loc"]) or "body"
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = 'unknown field; put the model\'s inputs inside {"input": {...}}'
-        elif error["type"] == "json_invalid":
-            field, message = "body", f"the request body is not valid JSON ({error['ctx'].get('error', '')})"
-        fields.append({"field": field, "type": error["type"], "message": message})
-    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-    return InputError(f"Invalid request. {summary}", fields)
 
 
 def _use_environment(variables: dict[str, str]) -> None:
@@ -129,10 +105,8 @@ class ModelServer:
 
     async def _http_predict(self, body: bytes) -> Response:
         try:
-            envelope = PredictionRequest.model_validate_json(body or b"{}")
-            prediction = await self.runtime.predict(envelope.input, envelope.id)
-        except ValidationError as exc:
-            return _invalid(_envelope_error(exc))
+            inputs, prediction_id = self.runtime.parse(body)
+            prediction = await self.runtime.predict(inputs, prediction_id)
         except InputError as exc:
             return _invalid(exc)
         return Response(to_json(prediction), media_type="application/json")
@@ -140,21 +114,18 @@ class ModelServer:
     async def _http_stream(self, body: bytes) -> Response:
         """Server-Sent Events: ``output`` per item, then ``done`` with the prediction (``error`` first if it failed)."""
         try:
-            envelope = PredictionRequest.model_validate_json(body or b"{}")
-            self.runtime.schema.validate(envelope.input)  # a 422 before the stream starts
-        except ValidationError as exc:
-            return _invalid(_envelope_error(exc))
+            inputs, prediction_id = self.runtime.parse(body)  # a 422 before the stream starts
         except InputError as exc:
             return _invalid(exc)
-        return StreamingResponse(self._events(envelope.input, envelope.id), media_type="text/event-stream")
+        return StreamingResponse(self._events(inputs, prediction_id), media_type="text/event-stream")
 
-    async def _events(self, inputs: dict[str, Any], prediction_id: str | None) -> AsyncIterator[bytes]:
+    async def _events(self, inputs: Inputs, prediction_id: str | None) -> AsyncIterator[bytes]:
         async for kind, data in self._stream(inputs, prediction_id):
             if kind == "prediction" and data["status"] == "failed":
                 yield sse("error", {"detail": data["error"]})
             yield sse({"item": "output", "prediction": "done", "invalid": "error"}[kind], data)
 
-    async def _stream(self, inputs: dict[str, Any], prediction_id: str | None = None) -> AsyncIterator[tuple[str, Any]]:
+    async def _stream(self, inputs: Inputs, prediction_id: str | None = None) -> AsyncIterator[tuple[str, Any]]:
         """``("item", output)`` as produced, then ``("prediction", ...)`` or ``("invalid", ...)``."""
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 

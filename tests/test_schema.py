@@ -56,6 +56,32 @@ def test_missing_and_wrong_type_inputs():
     assert fields == {"prompt": "missing", "steps": "int_parsing"}
 
 
+
+def test_a_whole_request_body_is_validated_in_one_pass():
+    inputs, prediction_id = typed.schema.validate_request(b'{"input": {"prompt": "a cat", "steps": "7"}, "id": "p1"}')
+    assert (inputs.steps, inputs.style, prediction_id) == (7, "plain", "p1")
+    with pytest.raises(InputError) as error:  # the same fields, named the same way, as validate()
+        typed.schema.validate_request(b'{"input": {"prompt": "UPPER", "steps": 99}}')
+    assert str(error.value).startswith("Invalid input.")
+    assert {f["field"] for f in error.value.invalid_fields} == {"prompt", "steps"}
+
+
+@pytest.mark.parametrize(
+    "body, field, message",
+    [
+        (b'{"prompt": "a cat"}', "prompt", 'inside {"input": {...}}'),  # not the missing input it causes
+        (b"{not json", "body", "not valid JSON"),
+        (b'{"input": [1]}', "input", "JSON object"),
+        (b'{"input": {"prompt": "a"}, "id": "' + b"x" * 200 + b'"}', "id", "at most 128"),
+    ],
+)
+def test_problems_with_the_body_itself_are_reported_before_the_inputs(body, field, message):
+    with pytest.raises(InputError) as error:
+        typed.schema.validate_request(body)
+    assert str(error.value).startswith("Invalid request.")
+    assert [f["field"] for f in error.value.invalid_fields] == [field]
+    assert message in error.value.invalid_fields[0]["message"]
+
 def test_secret_is_redacted_when_echoed_but_usable():
     inputs = typed.schema.validate({"prompt": "a", "api_key": "sk-123"})
     assert isinstance(inputs.api_key, Secret)
