@@ -1,10 +1,11 @@
 """The serve stage, model side: a loaded model inside one replica.
 
 ``ModelRuntime`` runs ``setup()`` once, then turns validated inputs into a
-prediction object (Replicate's fields, as ``schema.Prediction`` describes them,
-kept a plain JSON-ready dict because building and dumping a pydantic object per
-request cost more than the rest of the request path): it times the call, captures what the model prints, enforces
-the timeout and converts any exception into ``status: "failed"``. It knows
+prediction object: it times the call, captures what the model prints, enforces
+the timeout and converts any exception into ``status: "failed"``. The object has
+the fields ``schema.Prediction`` describes but stays a plain JSON-ready dict:
+building and dumping a pydantic object per request cost more than the rest of
+the request path. It knows
 nothing of HTTP or Ray, so it can be exercised directly in a test.
 """
 
@@ -119,7 +120,9 @@ class ModelRuntime:
     async def predict(
         self, raw_input: Inputs, prediction_id: str | None = None, on_item: OnItem = None
     ) -> dict[str, Any]:
-        """Run one prediction: a JSON-ready prediction object. Raises InputError (nothing runs) if the inputs are invalid or unreachable.
+        """Run one prediction and return the prediction object (a JSON-ready dict).
+
+        Raises InputError (nothing runs) if the inputs are invalid or unreachable.
 
         For a generator predict, ``on_item`` is awaited with each output item as it is produced.
         """
