@@ -12,7 +12,6 @@ are masked on the way.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import io
 import logging
@@ -20,15 +19,24 @@ import logging.handlers
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 from lambdaml.inputs import REDACTED
 
 
 class _Capture:
+    """One prediction's buffer; a context manager (a class: ``contextlib``'s generators cost more per request)."""
+
     def __init__(self, secrets: list[str]):
         self.parts: list[str] = []
         self.secrets = [s for s in secrets if s]
+        self._token: contextvars.Token | None = None
+
+    def __enter__(self) -> _Capture:
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.reset(self._token)
 
     def mask(self, text: str) -> str:
         for secret in self.secrets:
@@ -115,15 +123,9 @@ def install() -> None:
         root.addHandler(_RootHandler())
 
 
-@contextlib.contextmanager
-def capture(secrets: list[str] | None = None) -> Iterator[_Capture]:
-    """Collect everything printed in this context (and threads started with its context)."""
-    buffer = _Capture(secrets or [])
-    token = _current.set(buffer)
-    try:
-        yield buffer
-    finally:
-        _current.reset(token)
+def capture(secrets: list[str] | None = None) -> _Capture:
+    """``with capture() as logs:`` collects everything printed inside (and in threads started with its context)."""
+    return _Capture(secrets or [])
 
 
 def flush_serve_logs_every(seconds: float) -> None:

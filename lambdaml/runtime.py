@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import functools
 import inspect
 import pathlib
 import time
@@ -20,7 +22,6 @@ import secrets
 import shutil
 import tempfile
 import traceback
-from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,8 +44,19 @@ def running_limit(spec: ModelSpec) -> int:
     return max(spec.ongoing_limit, spec.batch.max_size if spec.batch else 0)
 
 
+@functools.lru_cache(maxsize=2)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    """The UTC time in ISO 8601 with microseconds, e.g. ``2026-11-22T08:02:42.063804+00:00``.
+
+    Each second is formatted once: ``datetime.now(timezone.utc).isoformat()``,
+    three times per prediction, was a measurable share of a request's cost.
+    """
+    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+    return f"{_utc_second(second)}.{micro:06d}+00:00"
 
 
 def _prediction(prediction_id: str, status: str, echoed: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -197,7 +209,8 @@ class ModelRuntime:
                 work = self._collect(kwargs, prediction_id, figures, on_item)
             else:
                 work = self._single(kwargs, prediction_id, figures)
-            async with asyncio.timeout(self.spec.timeout):  # unlike wait_for, no extra task per request
+            # unlike wait_for, no extra task per request; and no timer at all without a timeout
+            async with asyncio.timeout(self.spec.timeout) if self.spec.timeout else contextlib.nullcontext():
                 output = await work
             figures.update(self._gpu.peak())
             return output, None

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -33,6 +34,16 @@ def test_success_has_replicate_fields_and_timing():
     assert prediction.metrics["predict_time"] > 0
     assert prediction.created_at <= prediction.started_at <= prediction.completed_at
     assert len(prediction.id) == 32
+
+
+def test_timestamps_are_iso_8601_utc_now():
+    before = datetime.now(timezone.utc)
+    prediction = predict(ModelRuntime(shout), text="hi")
+    after = datetime.now(timezone.utc)
+    for stamp in (prediction.created_at, prediction.started_at, prediction.completed_at):
+        parsed = datetime.fromisoformat(stamp)
+        assert parsed.utcoffset() == timedelta(0) and len(stamp) == len("2026-11-22T08:02:42.063804+00:00")
+        assert before - timedelta(milliseconds=1) <= parsed <= after + timedelta(milliseconds=1)
 
 
 def test_user_exception_becomes_failed_prediction_without_traceback():
