@@ -5,8 +5,8 @@ prediction object: it times the call, captures what the model prints, enforces
 the timeout and converts any exception into ``status: "failed"``. The object has
 the fields ``schema.Prediction`` describes but stays a plain JSON-ready dict:
 building and dumping a pydantic object per request cost more than the rest of
-the request path. It knows
-nothing of HTTP or Ray, so it can be exercised directly in a test.
+the request path. It knows nothing of HTTP or Ray, so it can be exercised
+directly in a test.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ class ModelSchema:
             "PredictionRequest",
             __config__=ConfigDict(extra="forbid"),
             input=(self.input_model, Field(default_factory=dict, validate_default=True)),
-            id=(str | None, Field(default=None, max_length=128)),
+            id=(str | None, Field(default=None, max_length=128, description="Your id for the prediction; random if absent")),
         )
 
     def validate_request(self, body: bytes) -> tuple[BaseModel, str | None]:
@@ -284,15 +284,10 @@ def openapi(name: str, schema: ModelSchema) -> dict[str, Any]:
     prediction["properties"]["input"] = {"$ref": "#/components/schemas/Input"}
     prediction["properties"]["output"] = {"$ref": "#/components/schemas/Output"}
     components["PredictionResponse"] = prediction
-    components["PredictionRequest"] = {
-        "title": "PredictionRequest",
-        "type": "object",
-        "properties": {
-            "input": {"$ref": "#/components/schemas/Input"},
-            "id": {"type": "string", "description": "Optional id for the prediction"},
-        },
-        "required": ["input"],
-    }
+    request = schema.request_model.model_json_schema(ref_template=_REF)
+    request.pop("$defs", None)  # the input model and what it uses: lifted above, under Input
+    request["properties"]["input"] = {"$ref": "#/components/schemas/Input"}
+    components["PredictionRequest"] = request
     components["InvalidInput"] = {
         "title": "InvalidInput",
         "type": "object",

@@ -117,6 +117,14 @@ def test_openapi_documents_inputs_constraints_and_output():
     assert document["servers"] == [{"url": "/typed"}]
 
 
+def test_openapi_request_body_is_what_the_server_accepts():
+    request = typed.openapi()["components"]["schemas"]["PredictionRequest"]
+    assert request["additionalProperties"] is False  # unknown body fields are a 422
+    assert request["properties"]["input"] == {"$ref": "#/components/schemas/Input"}
+    assert "input" not in request.get("required", [])  # an absent input means every default
+    assert request["properties"]["id"]["anyOf"][0] == {"type": "string", "maxLength": 128}
+
+
 def test_secret_defaults_never_show_in_the_schema():
     @model
     def keyed(key: Secret = Input(default="default-secret")) -> str:
