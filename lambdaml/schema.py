@@ -12,6 +12,7 @@ import collections.abc
 import dataclasses
 import functools
 import inspect
+import json
 import pathlib
 import typing
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ class ModelSchema:
         try:
             request = self.request_model.model_validate_json(body or b"{}")
         except ValidationError as exc:
-            raise _request_error(exc.errors(include_input=False, include_url=False)) from None
+            raise _request_error(exc.errors(include_input=False, include_url=False), _sent_input(body)) from None
         return request.input, request.id
 
     def echo(self, inputs: BaseModel) -> dict[str, Any]:
@@ -105,12 +106,28 @@ def _input_error(errors: list[dict[str, Any]]) -> InputError:
     return InputError(f"Invalid input. {_summary(fields)}", fields)
 
 
-def _request_error(errors: list[dict[str, Any]]) -> InputError:
-    """Problems with the body itself if any (they explain the rest, e.g. inputs sent outside ``input``), else the inputs'."""
+def _sent_input(body: bytes) -> bool:
+    """Whether ``body`` has an ``input`` object (asked only on the error path: it parses the body again)."""
+    try:
+        return isinstance(json.loads(body or b"{}").get("input"), dict)
+    except (ValueError, AttributeError):  # not JSON, or not a JSON object
+        return False
+
+
+def _request_error(errors: list[dict[str, Any]], sent_input: bool) -> InputError:
+    """Problems with the body itself first, then with the inputs.
+
+    Without an ``input`` object in the body, the inputs' errors are only the
+    consequence of the body's (e.g. inputs sent outside ``input`` are all
+    "missing"), so they are left out.
+    """
     body = [error for error in errors if not (len(error["loc"]) > 1 and error["loc"][0] == "input")]
+    inputs = [{**error, "loc": error["loc"][1:]} for error in errors if error not in body]
     if not body:
-        return _input_error([{**error, "loc": error["loc"][1:]} for error in errors])
+        return _input_error(inputs)
     fields = [_describe_body_error(error) for error in body]
+    if sent_input:
+        fields += [_describe_error(error) for error in inputs]
     return InputError(f"Invalid request. {_summary(fields)}", fields)
 
 

@@ -82,6 +82,14 @@ def test_problems_with_the_body_itself_are_reported_before_the_inputs(body, fiel
     assert [f["field"] for f in error.value.invalid_fields] == [field]
     assert message in error.value.invalid_fields[0]["message"]
 
+
+def test_body_and_input_problems_are_both_named_when_the_body_has_an_input():
+    with pytest.raises(InputError) as error:
+        typed.schema.validate_request(b'{"input": {"steps": 0}, "extra": "x"}')
+    assert [f["field"] for f in error.value.invalid_fields] == ["extra", "prompt", "steps"]
+    assert "extra: unknown field" in str(error.value) and "steps: Input should be greater than or equal to 1" in str(error.value)
+
+
 def test_secret_is_redacted_when_echoed_but_usable():
     inputs = typed.schema.validate({"prompt": "a", "api_key": "sk-123"})
     assert isinstance(inputs.api_key, Secret)
