@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 import fsspec
 from pydantic import BaseModel, Field
 
+from lambdaml import _clock
 from lambdaml._settings import artifact_store_url
 from lambdaml.errors import NotDeployedError
 from lambdaml.spec import ModelSpec
@@ -53,10 +53,6 @@ class VersionInfo(BaseModel):
     requirements: list[str] = Field(default_factory=list)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
 def content_version(manifest: Manifest, code: bytes) -> str:
     """Hash of the code and the manifest's content (not its timestamp)."""
     digest = hashlib.sha256(code)
@@ -85,7 +81,7 @@ class ArtifactStore:
         manifest_path = self._path(manifest.name, version, MANIFEST)
         if self.fs.exists(manifest_path):
             return load_manifest(self.artifact_url(manifest.name, version))
-        manifest = manifest.model_copy(update={"version": version, "created_at": _now()})
+        manifest = manifest.model_copy(update={"version": version, "created_at": _clock.now()})
         self.fs.makedirs(self._path(manifest.name, version), exist_ok=True)
         self.fs.pipe_file(self._path(manifest.name, version, CODE), code)
         self.fs.pipe_file(manifest_path, manifest.model_dump_json(indent=2).encode())  # last: marks it complete
@@ -95,7 +91,7 @@ class ArtifactStore:
         """Note that ``version`` of ``name`` was deployed now (unless it already was the current one)."""
         if self.current_version(name) == version:
             return
-        stamp = _now()
+        stamp = _clock.now()
         record = json.dumps({"version": version, "deployed_at": stamp}).encode()
         self.fs.makedirs(self._path(name, "deploys"), exist_ok=True)
         self.fs.pipe_file(self._path(name, "deploys", f"{stamp.replace(':', '-')}-{version}.json"), record)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import inspect
 import pathlib
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lambdaml import _logs, _streams, files
+from lambdaml import _clock, _logs, _streams, files
 from lambdaml._threads import SyncRunner
 from lambdaml.errors import InputError
 from lambdaml.metrics import GpuMemory, NoMetrics
@@ -42,21 +41,6 @@ Inputs = dict[str, Any] | BaseModel  # raw inputs, or inputs already validated (
 def running_limit(spec: ModelSpec) -> int:
     """Predictions one replica runs at once: ``max_concurrency`` (default ``concurrency``), or a whole batch."""
     return max(spec.ongoing_limit, spec.batch.max_size if spec.batch else 0)
-
-
-@functools.lru_cache(maxsize=2)
-def _utc_second(second: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-
-
-def _now() -> str:
-    """The UTC time in ISO 8601 with microseconds, e.g. ``2026-11-22T08:02:42.063804+00:00``.
-
-    Each second is formatted once: ``datetime.now(timezone.utc).isoformat()``,
-    three times per prediction, was a measurable share of a request's cost.
-    """
-    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
-    return f"{_utc_second(second)}.{micro:06d}+00:00"
 
 
 def _prediction(prediction_id: str, status: str, echoed: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -96,7 +80,7 @@ class ModelRuntime:
         self.debug = debug
         self._instance: Any = None
         self._predict: Any = model.target
-        self._setup = {"started_at": _now(), "status": "succeeded", "logs": "", "error": None}
+        self._setup = {"started_at": _clock.now(), "status": "succeeded", "logs": "", "error": None}
         with _logs.capture(self._masked) as logs:
             try:
                 if model.is_class:
@@ -106,7 +90,7 @@ class ModelRuntime:
                     self._predict = self._instance.predict
             except Exception as exc:
                 self._setup.update(status="failed", error=_error_message(exc, debug))
-        self._setup.update(completed_at=_now(), logs=logs.text())
+        self._setup.update(completed_at=_clock.now(), logs=logs.text())
         self._is_async = inspect.iscoroutinefunction(self._predict)
         self._threads = SyncRunner(f"{self.spec.name}-predict")
         self._output_location = files.output_location(self.spec.output_url)
@@ -138,7 +122,7 @@ class ModelRuntime:
 
         For a generator predict, ``on_item`` is awaited with each output item as it is produced.
         """
-        created_at = _now()
+        created_at = _clock.now()
         prediction_id = prediction_id or secrets.token_hex(16)
         if isinstance(raw_input, BaseModel):
             inputs = raw_input
@@ -152,7 +136,7 @@ class ModelRuntime:
         if self.setup_failed:
             self._metrics.finished("failed")
             return _prediction(
-                prediction_id, "failed", echoed, created_at=created_at, completed_at=_now(),
+                prediction_id, "failed", echoed, created_at=created_at, completed_at=_clock.now(),
                 error=f"The model's setup() failed, so it cannot predict: {self._setup['error']}",
             )
         kwargs = {name: getattr(inputs, name) for name in type(inputs).model_fields}
@@ -164,7 +148,7 @@ class ModelRuntime:
                 kwargs = await self._fetch(kwargs, folder, figures)
             async with self._slots:  # at most `concurrency` run; the rest wait here, visible to the autoscaler
                 self._metrics.started()
-                started_at, started = _now(), time.perf_counter()
+                started_at, started = _clock.now(), time.perf_counter()
                 with _logs.capture(masked) as logs:
                     output, error = await self._call(kwargs, prediction_id, logs, figures, on_item)
                 figures["predict_time"] = time.perf_counter() - started
@@ -185,7 +169,7 @@ class ModelRuntime:
             metrics={key: figures[key] for key in ("predict_time", "fetch_time") if key in figures},
             created_at=created_at,
             started_at=started_at,
-            completed_at=_now(),
+            completed_at=_clock.now(),
         )
 
     async def _fetch(self, kwargs: dict[str, Any], folder: pathlib.Path, figures: dict[str, float]) -> dict[str, Any]:

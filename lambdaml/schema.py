@@ -121,8 +121,12 @@ def _request_error(errors: list[dict[str, Any]], sent_input: bool) -> InputError
     consequence of the body's (e.g. inputs sent outside ``input`` are all
     "missing"), so they are left out.
     """
-    body = [error for error in errors if not (len(error["loc"]) > 1 and error["loc"][0] == "input")]
-    inputs = [{**error, "loc": error["loc"][1:]} for error in errors if error not in body]
+    body, inputs = [], []
+    for error in errors:
+        if len(error["loc"]) > 1 and error["loc"][0] == "input":
+            inputs.append({**error, "loc": error["loc"][1:]})
+        else:
+            body.append(error)
     if not body:
         return _input_error(inputs)
     fields = [_describe_body_error(error) for error in body]

@@ -56,7 +56,6 @@ def test_missing_and_wrong_type_inputs():
     assert fields == {"prompt": "missing", "steps": "int_parsing"}
 
 
-
 def test_a_whole_request_body_is_validated_in_one_pass():
     inputs, prediction_id = typed.schema.validate_request(b'{"input": {"prompt": "a cat", "steps": "7"}, "id": "p1"}')
     assert (inputs.steps, inputs.style, prediction_id) == (7, "plain", "p1")
