@@ -22,6 +22,8 @@ from lambdaml.errors import (
     LambdamlError,
     ModelError,
     NotDeployedError,
+    PredictionNotFoundError,
+    WaitTimeoutError,
 )
 from lambdaml import files, predictions
 from lambdaml.files import Path
@@ -40,7 +42,9 @@ __all__ = [
     "ModelError",
     "NotDeployedError",
     "Path",
+    "PredictionNotFoundError",
     "Secret",
+    "WaitTimeoutError",
     "create_prediction",
     "files",
     "predictions",

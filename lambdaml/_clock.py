@@ -22,3 +22,9 @@ def now() -> str:
     """
     second, micro = divmod(time.time_ns() // 1000, 1_000_000)
     return f"{_utc_second(second)}.{micro:06d}+00:00"
+
+
+def after(seconds: float) -> str:
+    """The UTC time ``seconds`` from now, formatted as ``now()`` does (a prediction's deadline)."""
+    second, micro = divmod((time.time_ns() // 1000) + round(seconds * 1_000_000), 1_000_000)
+    return f"{_utc_second(second)}.{micro:06d}+00:00"

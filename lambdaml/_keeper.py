@@ -34,6 +34,10 @@ def main() -> None:
 
         publish(json.loads(Path(args.node_types).read_text()))
 
+    from lambdaml.control.app import ensure_running
+
+    ensure_running()  # the records API answers at /v1 from the start, models or not
+
     from lambdaml._warm_workers import WarmPool, raylet_stub
 
     WarmPool(raylet_stub(), args.warm_workers).run_forever()

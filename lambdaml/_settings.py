@@ -11,6 +11,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lambdaml._durations import parse_duration
+
+CONTROL_APP = "lambdaml-control"  # the always-on Serve application that keeps the prediction records
+SHUTDOWN_WAIT_S = 3600.0  # how long a stopping replica lets predictions finish when the model sets no timeout
+RESERVED_NAMES = frozenset({"v1", "ui", CONTROL_APP})  # routes and names no model may take
+
 
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name)
@@ -81,3 +87,32 @@ def debug_enabled() -> bool:
 def artifact_store_url() -> str:
     """Where artifacts live: ``LAMBDAML_ARTIFACTS`` (any fsspec URL), else ``~/.lambdaml/artifacts``."""
     return os.environ.get("LAMBDAML_ARTIFACTS") or str(Path.home() / ".lambdaml" / "artifacts")
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+
+
+def sync_wait() -> float:
+    """How long ``POST /predictions`` holds a caller without ``Prefer``: ``LAMBDAML_SYNC_WAIT`` (60 s)."""
+    return _seconds("LAMBDAML_SYNC_WAIT", 60.0)
+
+
+def cancel_grace() -> float:
+    """How long a canceled predict may keep running before its replica is replaced: ``LAMBDAML_CANCEL_GRACE`` (10 s)."""
+    return _seconds("LAMBDAML_CANCEL_GRACE", 10.0)
+
+
+def retention() -> float:
+    """How long a record keeps its input, output and logs: ``LAMBDAML_RETENTION`` (``7d``; ``12h``, ``3600``...)."""
+    raw = os.environ.get("LAMBDAML_RETENTION") or "7d"
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        raise ValueError(f"LAMBDAML_RETENTION: {exc}") from None

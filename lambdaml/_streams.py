@@ -41,6 +41,6 @@ def combine(items: list[Any]) -> Any:
 
 def sse(event: str, data: Any) -> bytes:
     """One Server-Sent Event; text items are sent as they are, everything else as JSON."""
-    text = data if isinstance(data, str) and event == "output" else json.dumps(data)
+    text = data if isinstance(data, str) and event in ("output", "logs") else json.dumps(data)
     lines = "".join(f"data: {line}\n" for line in text.split("\n"))
     return f"event: {event}\n{lines}\n".encode()

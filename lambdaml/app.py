@@ -14,7 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lambdaml._autoscaling import POLICY
 from lambdaml._node_types import published
+from lambdaml._settings import SHUTDOWN_WAIT_S, cancel_grace
 from lambdaml._resources import GpuRequest
 from lambdaml.artifacts import load_manifest
 from lambdaml.environment import installed_here, missing, runtime_env
@@ -91,7 +93,14 @@ def serve_options(spec: ModelSpec, nodes: list[dict[str, float]] = (), install: 
             "upscale_delay_s": UPSCALE_DELAY_S,
             "downscale_delay_s": spec.scaledown_after,
             "downscale_to_zero_delay_s": spec.scaledown_after,
+            # Serve's policy plus the async predictions it cannot see (they run after their request ended).
+            "policy": {"policy_function": POLICY},
         },
+        # A stopping replica (scale-down, rollout) first lets its predictions finish: those of
+        # requests (Serve waits for them) and async ones (ModelServer.__del__ waits for them).
+        "graceful_shutdown_timeout_s": (spec.timeout or SHUTDOWN_WAIT_S) + cancel_grace() + 10,
+        # A predict that ignores its cancel makes check_health fail: replaced within seconds, not 30.
+        "health_check_period_s": 1.0,
     }
 
 

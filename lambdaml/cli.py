@@ -8,6 +8,7 @@ exit status (a traceback only with ``--debug``).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import pathlib
@@ -15,12 +16,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from lambdaml import _cli_io, cluster, observe
+from lambdaml import _cli_io, _cli_predictions, client, cluster, observe, predictions
 from lambdaml._node_types import Simulation, publish, read_cluster_yaml
 from lambdaml.errors import ClusterError, InputError, LambdamlError, NotDeployedError
 
@@ -42,8 +42,8 @@ def _fail(message: str, hint: str = "") -> None:
     raise typer.Exit(1)
 
 
-def command(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Register a command whose lambdaml errors become a clear message and exit status 1."""
+def _guarded(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The command, with its lambdaml errors turned into a clear message and exit status 1."""
 
     @functools.wraps(function)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -57,7 +57,18 @@ def command(function: Callable[..., Any]) -> Callable[..., Any]:
                 _fail("the input is not valid:", lines)
             _fail(str(exc))
 
-    return app.command()(run)
+    return run
+
+
+def command(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Register a top-level command (see ``_guarded``)."""
+    return app.command()(_guarded(function))
+
+
+predictions_app = typer.Typer(help="Recorded predictions: list, show, follow, cancel.", no_args_is_help=True)
+webhooks_app = typer.Typer(help="Webhook deliveries: the signing secret.", no_args_is_help=True)
+app.add_typer(predictions_app, name="predictions")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 @app.callback()
@@ -84,10 +95,7 @@ def _http_base() -> str:
 
 def _openapi(name: str) -> dict[str, Any]:
     base = _http_base()
-    try:
-        response = httpx.get(f"{base}/{name}/openapi.json", timeout=30)
-    except httpx.ConnectError:
-        raise ClusterError(f"Nothing answers at {base}. Is the cluster running? (`lambdaml up`)") from None
+    response = client.request("GET", f"{base}/{name}/openapi.json", f"reading {name}'s inputs")
     if response.status_code != 200:
         raise NotDeployedError(f"No model named {name!r} is deployed at {base}. See `lambdaml ls`.")
     return response.json()
@@ -138,33 +146,86 @@ def predict(
     inputs: list[str] = typer.Option([], "-i", "--input", help="An input as key=value, or key=@file to send a file."),
     output_dir: pathlib.Path = typer.Option(pathlib.Path("."), "-o", "--output-dir", help="Where output files go."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole prediction as JSON."),
+    run_async: bool = typer.Option(False, "--async", help="Start it and print its id and URL, without waiting."),
 ) -> None:
-    """Run one prediction, like `cog predict`.
+    """Run one prediction, like `cog predict`, and wait for it to end (Ctrl-C cancels it).
 
-    Example: `lambdaml predict grayscale -i image=@photo.png -i contrast=1.5 -o out/`
+    Example: `lambdaml predict grayscale -i image=@photo.png -i contrast=1.5 -o out/` or
+    `lambdaml predict slow -i n=3 --async`
     """
-    from lambdaml.client import create_prediction
-
     document = _openapi(name)
     schemas = document["components"]["schemas"]
     values = _cli_io.parse_inputs(inputs, schemas["Input"])
-    prediction = create_prediction(name, values)
-    if prediction["status"] == "succeeded" and "x-lambdaml-file" in json.dumps(schemas.get("Output", {})):
-        prediction["output"], saved = _cli_io.save_output_files(prediction["output"], output_dir)
+    if run_async:
+        prediction = predictions.create(name, values, wait=False)
+        if as_json:
+            console.print_json(data=prediction.model_dump())
+            return
+        typer.echo(f"{prediction.id}\n{prediction.urls.get('get', '')}")
+        errors.print(f"Follow it with `lambdaml predictions show {prediction.id} --follow`", highlight=False)
+        return
+    prediction = _cli_predictions.run_to_end(name, values, errors)
+    if prediction.status == "succeeded" and "x-lambdaml-file" in json.dumps(schemas.get("Output", {})):
+        prediction.output, saved = _cli_io.save_output_files(prediction.output, output_dir)
         for path in saved:
             errors.print(f"Written {path}", highlight=False)
-    failed = prediction["status"] != "succeeded"
-    if as_json:
-        console.print_json(data=prediction)
-    elif failed:
-        if prediction.get("logs"):
-            errors.print(prediction["logs"].rstrip(), highlight=False, markup=False)
-        _fail(f"the prediction failed: {prediction['error']}")
-    else:
-        output = prediction["output"]
-        console.print(output if isinstance(output, str) else json.dumps(output, indent=2), highlight=False)
-    if failed:
-        raise typer.Exit(1)
+    _cli_predictions.report(prediction, console, errors, as_json, logs_shown=False)
+
+
+@predictions_app.command("ls")
+@_guarded
+def predictions_ls(
+    name: Optional[str] = typer.Argument(None, help="Only this model's predictions."),
+    limit: int = typer.Option(20, "--limit", "-n", help="How many to show, newest first."),
+) -> None:
+    """List recorded predictions, newest first: id, model, status, created, predict time.
+
+    Example: `lambdaml predictions ls` or `lambdaml predictions ls hello -n 50`
+    """
+    _http_base()
+    rows = list(itertools.islice(predictions.list(name), limit))
+    console.print(_cli_predictions.table(rows) if rows else "No predictions recorded yet.")
+
+
+@predictions_app.command("show")
+@_guarded
+def predictions_show(
+    prediction_id: str = typer.Argument(..., metavar="ID", help="The prediction's id."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Print status and new logs until it ends, then the output."),
+) -> None:
+    """Print a prediction's record as JSON; with --follow, watch it until it ends.
+
+    Example: `lambdaml predictions show 3f2a9c81d0e4 --follow`
+    """
+    _http_base()
+    prediction = predictions.get(prediction_id)
+    if not follow:
+        console.print_json(data=prediction.model_dump())
+        return
+    _cli_predictions.follow(prediction, errors)
+    _cli_predictions.report(prediction, console, errors, as_json=False, logs_shown=True)
+
+
+@predictions_app.command("cancel")
+@_guarded
+def predictions_cancel(prediction_id: str = typer.Argument(..., metavar="ID", help="The prediction's id.")) -> None:
+    """Cancel a prediction (a queued one never runs) and wait for it to stop.
+
+    Example: `lambdaml predictions cancel 3f2a9c81d0e4`
+    """
+    _http_base()
+    console.print(_cli_predictions.cancel(prediction_id, errors), highlight=False)
+
+
+@webhooks_app.command("secret")
+@_guarded
+def webhooks_secret() -> None:
+    """Print the key webhook deliveries are signed with (Standard Webhooks).
+
+    Example: `lambdaml webhooks secret`
+    """
+    _http_base()
+    typer.echo(predictions.webhook_secret())
 
 
 # ------------------------------------------------------------------ look

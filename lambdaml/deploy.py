@@ -123,6 +123,10 @@ def _run(
             "debug": debug_enabled(),
         }
     )
+    progress("records", "checking the prediction records service")
+    from lambdaml.control.app import ensure_running
+
+    ensure_running()  # replicas send their records there from their first prediction on
     progress("replicas", f"starting version {manifest.version}")
     target = serve.RunTarget(target=app, name=spec.name, route_prefix=f"/{spec.name}")
     serve.run_many([target], wait_for_applications_running=False)

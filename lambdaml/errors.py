@@ -25,6 +25,10 @@ class NotDeployedError(LambdamlError):
     """A model was called by name but no deployment of it exists."""
 
 
+class PredictionNotFoundError(LambdamlError, LookupError):
+    """No prediction record has the id asked for (never created, or another cluster's)."""
+
+
 class InputError(LambdamlError, ValueError):
     """Inputs failed validation; ``invalid_fields`` names each one and its constraint."""
 
@@ -38,4 +42,12 @@ class ModelError(LambdamlError):
 
     def __init__(self, prediction: Any):
         super().__init__(getattr(prediction, "error", None) or "The prediction failed")
+        self.prediction = prediction
+
+
+class WaitTimeoutError(LambdamlError, TimeoutError):
+    """A prediction did not end in the time a caller waited; ``prediction`` is it as last seen."""
+
+    def __init__(self, message: str, prediction: Any):
+        super().__init__(message)
         self.prediction = prediction

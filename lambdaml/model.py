@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
 
-from lambdaml.schema import ModelSchema, describe, openapi, predict_callable, resolve_defaults, type_hints
+from lambdaml.schema import ModelSchema, Prediction, describe, openapi, predict_callable, resolve_defaults, type_hints
 from lambdaml.spec import ModelSpec, build_spec, kebab_case
 
 if TYPE_CHECKING:
@@ -82,6 +83,26 @@ class Model:
         if self.schema.streaming:
             return stream_remote(self.name, inputs, self.schema.file_fields)
         return predict_remote(self.name, inputs, self.schema.file_fields)
+
+    def spawn(self, **inputs: Any) -> Prediction:
+        """Start one prediction over HTTP and return it at once (status ``starting``): ``.wait()``, ``.cancel()``.
+
+        Unlike a sync call, it goes on if this process stops.
+        """
+        from lambdaml import predictions
+
+        return predictions.create(self.name, inputs, wait=False)
+
+    def map(self, inputs: Iterable[dict[str, Any]]) -> Iterator[Any]:
+        """Run the deployed model on each dict of inputs; yield the outputs in the same order.
+
+        Up to the model's capacity runs at once (``max`` replicas x ``concurrency``). A failed
+        prediction raises ``ModelError`` when its turn comes; stopping early (or that error)
+        cancels the ones still running.
+        """
+        from lambdaml import predictions
+
+        return predictions.outputs_in_order(self.name, inputs, self.spec.max * self.spec.concurrency)
 
     def delete(self) -> None:
         """Remove this model's deployment from the cluster."""

@@ -19,6 +19,7 @@ import httpx
 from lambdaml import cluster
 from lambdaml._node_types import published
 from lambdaml.app import node_resources, unschedulable_reason
+from lambdaml._settings import CONTROL_APP
 from lambdaml.artifacts import ArtifactStore
 from lambdaml.errors import ClusterError, NotDeployedError
 
@@ -104,7 +105,11 @@ def list_models() -> list[ModelInfo]:
     info = cluster.connect(start_embedded=False)
     store = _store_or_none()
     applications = serve_details().get("applications", {})
-    return [_model_info(name, app, info.http_url, store) for name, app in sorted(applications.items())]
+    return [
+        _model_info(name, app, info.http_url, store)
+        for name, app in sorted(applications.items())
+        if name != CONTROL_APP  # lambdaml's own records application, not a model
+    ]
 
 
 def model_info(name: str) -> ModelInfo:

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from lambdaml import _clock, _logs, _streams, files
+from lambdaml._settings import cancel_grace
 from lambdaml._threads import SyncRunner
 from lambdaml.errors import InputError
 from lambdaml.metrics import GpuMemory, NoMetrics
@@ -35,6 +36,7 @@ from lambdaml.spec import ModelSpec
 
 
 OnItem = Callable[[Any], Awaitable[None]] | None
+OnStart = Callable[[str, Any], None] | None  # (started_at, the log capture)
 Inputs = dict[str, Any] | BaseModel  # raw inputs, or inputs already validated (``ModelRuntime.parse``)
 
 
@@ -93,6 +95,8 @@ class ModelRuntime:
         self._setup.update(completed_at=_clock.now(), logs=logs.text())
         self._is_async = inspect.iscoroutinefunction(self._predict)
         self._threads = SyncRunner(f"{self.spec.name}-predict")
+        self._cancel_grace = cancel_grace()
+        self.stuck: str | None = None  # why this replica must be replaced (see _until_stopped)
         self._output_location = files.output_location(self.spec.output_url)
         self._gpu = GpuMemory()  # after setup(), which is where torch gets imported
 
@@ -114,15 +118,24 @@ class ModelRuntime:
             raise
 
     async def predict(
-        self, raw_input: Inputs, prediction_id: str | None = None, on_item: OnItem = None
+        self,
+        raw_input: Inputs,
+        prediction_id: str | None = None,
+        on_item: OnItem = None,
+        on_start: OnStart = None,
+        cancel_reason: Callable[[], str] | None = None,
     ) -> dict[str, Any]:
         """Run one prediction and return the prediction object (a JSON-ready dict).
 
         Raises InputError (nothing runs) if the inputs are invalid or unreachable.
 
         For a generator predict, ``on_item`` is awaited with each output item as it is produced.
+        ``on_start(started_at, logs)`` is called when predict starts running (its slot is free).
+        With ``cancel_reason``, cancelling the task that runs this coroutine ends it with a
+        ``canceled`` prediction whose error is ``cancel_reason()``, once the work has really
+        stopped (a sync predict's thread included); without it, ``CancelledError`` propagates.
         """
-        created_at = _clock.now()
+        created_at, created = _clock.now(), time.perf_counter()
         prediction_id = prediction_id or secrets.token_hex(16)
         if isinstance(raw_input, BaseModel):
             inputs = raw_input
@@ -142,6 +155,8 @@ class ModelRuntime:
         kwargs = {name: getattr(inputs, name) for name in type(inputs).model_fields}
         masked = self._masked + [kwargs[name].get_secret_value() for name in self.schema.secret_fields if kwargs[name]]
         figures: dict[str, float] = {}
+        logs = _logs.capture(masked)
+        started_at = None
         folder = pathlib.Path(tempfile.mkdtemp(prefix="lambdaml-")) if self.schema.file_fields else None
         try:
             if folder is not None:
@@ -149,9 +164,23 @@ class ModelRuntime:
             async with self._slots:  # at most `concurrency` run; the rest wait here, visible to the autoscaler
                 self._metrics.started()
                 started_at, started = _clock.now(), time.perf_counter()
-                with _logs.capture(masked) as logs:
-                    output, error = await self._call(kwargs, prediction_id, logs, figures, on_item)
+                if on_start is not None:
+                    on_start(started_at, logs)
+                try:
+                    with logs:
+                        output, error = await self._call(kwargs, prediction_id, logs, figures, on_item)
+                except asyncio.CancelledError:
+                    self._metrics.finished("canceled")
+                    raise
                 figures["predict_time"] = time.perf_counter() - started
+        except asyncio.CancelledError:
+            if cancel_reason is None:
+                raise
+            return _prediction(
+                prediction_id, "canceled", echoed, error=cancel_reason(), logs=logs.text(),
+                metrics={"total_time": time.perf_counter() - created}, created_at=created_at,
+                started_at=started_at, completed_at=_clock.now(),
+            )
         finally:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -159,6 +188,7 @@ class ModelRuntime:
         self._metrics.finished(status, **figures)
         if error is not None:
             self.recent_errors.append({"id": prediction_id, "at": created_at, "error": error})
+        figures["total_time"] = time.perf_counter() - created
         return _prediction(
             prediction_id,
             status,
@@ -166,7 +196,7 @@ class ModelRuntime:
             output=output,
             error=error,
             logs=logs.text(),
-            metrics={key: figures[key] for key in ("predict_time", "fetch_time") if key in figures},
+            metrics={key: figures[key] for key in ("predict_time", "fetch_time", "total_time") if key in figures},
             created_at=created_at,
             started_at=started_at,
             completed_at=_clock.now(),
@@ -206,7 +236,39 @@ class ModelRuntime:
             return None, logs.mask(_error_message(exc, self.debug))
 
     def _invoke(self, kwargs: dict[str, Any]) -> Awaitable[Any]:
-        return self._predict(**kwargs) if self._is_async else self._threads.run(self._predict, kwargs)
+        return self._predict(**kwargs) if self._is_async else self._run_sync(self._predict, kwargs)
+
+    async def _run_sync(self, function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        """A sync call in a worker thread. Cancelled (a cancel, a timeout, a caller gone), the
+        thread is interrupted and waited for: the prediction's slot is only given back once
+        the work has really stopped, so ``concurrency=1`` always means one running predict."""
+        job = self._threads.start(function, kwargs)
+        try:
+            return await job.wait()
+        except asyncio.CancelledError:
+            job.cancel()
+            await self._until_stopped(job)
+            raise
+
+    async def _until_stopped(self, job: Any) -> None:
+        """Wait for an interrupted job's thread, however often we are cancelled meanwhile.
+
+        Past the grace period (a long C or CUDA call does not see the interruption) the
+        replica reports itself unhealthy, and Ray Serve replaces it.
+        """
+        grace: float | None = self._cancel_grace
+        while not job.done_future.done():
+            try:
+                await asyncio.wait([job.done_future], timeout=grace)  # never raises the job's own exception
+            except asyncio.CancelledError:
+                continue
+            if not job.done_future.done():
+                self.stuck = (
+                    f"a canceled or timed-out predict did not stop within {self._cancel_grace:g} s "
+                    "(LAMBDAML_CANCEL_GRACE); the replica is being replaced"
+                )
+                grace = None
+        job.done_future.exception()  # Interrupted, as asked: retrieved, so asyncio does not warn
 
     async def _single(self, kwargs: dict[str, Any], prediction_id: str, figures: dict[str, float]) -> Any:
         call = self._batcher(kwargs) if self._batcher is not None else self._invoke(kwargs)

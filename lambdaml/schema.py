@@ -25,21 +25,65 @@ from lambdaml.files import Path, file_fields
 from lambdaml.inputs import Input, Secret
 
 _REF = "#/components/schemas/{model}"
+PREDICTION_ID = r"^[A-Za-z0-9_-]{1,128}$"  # ids become URL path segments and storage keys
+WebhookEvent = Literal["start", "output", "logs", "completed"]
 
 
 class Prediction(BaseModel):
-    """One prediction, with Replicate's field names."""
+    """One prediction, with Replicate's field names: what the API returns and webhooks send.
+
+    The fields after ``completed_at`` came with the stored records (``GET /v1/predictions/{id}``);
+    they have defaults so older answers still validate. ``input`` and ``logs`` are None once the
+    retention period removed the data (``data_removed``). ``wait``, ``reload`` and ``cancel``
+    talk to the API (``lambdaml.predictions``); the object is updated in place.
+    """
 
     id: str
     status: Literal["starting", "processing", "succeeded", "failed", "canceled"]
-    input: dict[str, Any] = {}
+    input: dict[str, Any] | None = {}
     output: Any = None
     error: str | None = None
-    logs: str = ""
+    logs: str | None = ""
     metrics: dict[str, float] = {}
     created_at: str | None = None
     started_at: str | None = None
     completed_at: str | None = None
+    model: str | None = None
+    version: str | None = None
+    urls: dict[str, str] = {}
+    deadline: str | None = None
+    data_removed: bool = False
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None
+
+    def wait(self, timeout: float | None = None) -> Prediction:
+        """Poll until the prediction ends (succeeded, failed or canceled) and return it.
+
+        After ``timeout`` seconds, ``WaitTimeoutError``; the prediction goes on.
+        """
+        from lambdaml.predictions import watch
+
+        for _ in watch(self, timeout):
+            pass
+        return self
+
+    def reload(self) -> Prediction:
+        """Fetch the record again (``GET urls.get``) and return this object, updated."""
+        from lambdaml.predictions import reload
+
+        return reload(self)
+
+    def cancel(self) -> Prediction:
+        """Ask for the prediction to stop (``POST urls.cancel``); it turns ``canceled`` shortly after."""
+        from lambdaml.predictions import cancel
+
+        return self._take(cancel(self.id, self.urls.get("cancel")))
+
+    def _take(self, other: Prediction) -> Prediction:
+        """Take every field of ``other``, a newer copy of the same record; returns self."""
+        for field in type(self).model_fields:
+            setattr(self, field, getattr(other, field))
+        return self
 
 
 @dataclass(frozen=True)
@@ -66,16 +110,21 @@ class ModelSchema:
             "PredictionRequest",
             __config__=ConfigDict(extra="forbid"),
             input=(self.input_model, Field(default_factory=dict, validate_default=True)),
-            id=(str | None, Field(default=None, max_length=128, description="Your id for the prediction; random if absent")),
+            id=(str | None, Field(default=None, pattern=PREDICTION_ID, description="Your id for the prediction "
+                                  "(1-128 letters, digits, _ and -); random if absent")),
+            webhook=(str | None, Field(default=None, description="A URL to POST the prediction to as it changes")),
+            webhook_events_filter=(
+                list[WebhookEvent] | None,
+                Field(default=None, description="Which events reach the webhook; all four by default"),
+            ),
         )
 
-    def validate_request(self, body: bytes) -> tuple[BaseModel, str | None]:
-        """The validated inputs and the caller's prediction id, or an InputError naming every bad field."""
+    def validate_request(self, body: bytes) -> BaseModel:
+        """The validated request (``.input``, ``.id``, ``.webhook``...), or an InputError naming every bad field."""
         try:
-            request = self.request_model.model_validate_json(body or b"{}")
+            return self.request_model.model_validate_json(body or b"{}")
         except ValidationError as exc:
             raise _request_error(exc.errors(include_input=False, include_url=False), _sent_input(body)) from None
-        return request.input, request.id
 
     def echo(self, inputs: BaseModel) -> dict[str, Any]:
         """The inputs as JSON, with secrets replaced by ``**********``."""
@@ -141,6 +190,8 @@ def _describe_body_error(error: dict[str, Any]) -> dict[str, Any]:
         message = 'unknown field; put the model\'s inputs inside {"input": {...}}'
     elif error["type"] == "json_invalid":
         field, message = "body", f"the request body is not valid JSON ({error['ctx'].get('error', '')})"
+    elif error["type"] == "string_pattern_mismatch" and field == "id":
+        message = "a prediction id is 1-128 characters: letters, digits, _ and -"
     elif error["type"] == "model_type":  # not an object, where one is expected
         message = "Input should be a JSON object"
     return {"field": field, "type": error["type"], "message": message}

@@ -10,29 +10,41 @@ answers ``DeploymentHandle`` calls (``Model.remote``) through ``predict``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import re
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
 import fsspec.config
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 from starlette.requests import Request
 from ray import serve
 from starlette.responses import Response, StreamingResponse
 
+from lambdaml import _clock
+from lambdaml._durations import parse_duration
 from lambdaml._logs import flush_serve_logs_every
+from lambdaml._settings import CONTROL_APP, SHUTDOWN_WAIT_S, cancel_grace, sync_wait
 from lambdaml._streams import sse
 from lambdaml.artifacts import load_code, load_manifest
 from lambdaml.environment import sensitive_values
 from lambdaml.errors import InputError
 from lambdaml.metrics import ModelMetrics
 from lambdaml.package import unpack
-from lambdaml.runtime import Inputs, ModelRuntime
-from lambdaml.schema import openapi
+from lambdaml.runtime import ModelRuntime
+from lambdaml._tracker import CALLER_WENT_AWAY, CANCELED_BY_CALLER, FINAL, SHUT_DOWN, Flight, Tracker
+from lambdaml.schema import PREDICTION_ID, openapi
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(to_json(body), status_code=status, media_type="application/json")
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(to_json(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _error(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return _json({"title": title, "status": status, "detail": detail}, status, headers)
 
 
 def _invalid(error: InputError) -> Response:
@@ -40,6 +52,72 @@ def _invalid(error: InputError) -> Response:
         {"title": "Input validation failed", "status": 422, "detail": str(error), "invalid_fields": error.invalid_fields},
         status=422,
     )
+
+
+def _header_error(header: str, message: str) -> InputError:
+    return InputError(f"Invalid request. {header}: {message}", [{"field": header, "type": "header", "message": message}])
+
+
+def hold_seconds(prefer: str | None, default: float) -> float:
+    """How long to hold the caller: ``Prefer: respond-async`` is 0, ``Prefer: wait=N`` N (1-600)."""
+    if not prefer:
+        return default
+    hold = default
+    for preference in prefer.split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "respond-async":
+            hold = 0.0
+        elif name.strip().lower() == "wait":
+            try:
+                hold = float(value) if value else default
+            except ValueError:
+                raise _header_error("Prefer", f"wait={value} is not a number of seconds (1-600)") from None
+            if not 1 <= hold <= 600:
+                raise _header_error("Prefer", f"wait={value}: the hold is 1 to 600 seconds")
+    return hold
+
+
+def cancel_after(header: str | None) -> float | None:
+    """Seconds until the deadline a ``Cancel-After`` header sets (``90s``, ``5m``...), or None."""
+    if header is None:
+        return None
+    try:
+        seconds = parse_duration(header)
+    except ValueError as exc:
+        raise _header_error("Cancel-After", str(exc)) from None
+    if seconds <= 0:
+        raise _header_error("Cancel-After", "the deadline must be in the future")
+    return seconds
+
+
+def _base_url(request: Request) -> str:
+    """How the caller reached us, for the record's absolute URLs."""
+    headers = request.headers
+    host = headers.get("host")
+    return f"{headers.get('x-forwarded-proto', 'http')}://{host}" if host else ""
+
+
+def _input_hash(inputs: BaseModel) -> str:
+    """What an idempotent ``PUT`` compares: the validated inputs, canonically."""
+    return hashlib.sha256(inputs.model_dump_json().encode()).hexdigest()
+
+
+async def _until(task: asyncio.Task, seconds: float) -> bool:
+    """Wait until ``task`` ends or ``seconds`` pass (one future and one timer: ``asyncio.wait`` costs more)."""
+    waiter = asyncio.get_running_loop().create_future()
+
+    def wake(_: Any = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    task.add_done_callback(wake)
+    timer = asyncio.get_running_loop().call_later(seconds, wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        task.remove_done_callback(wake)
+    return task.done()
 
 
 def _use_environment(variables: dict[str, str]) -> None:
@@ -82,73 +160,204 @@ class ModelServer:
         self.runtime = ModelRuntime(
             unpack(load_code(artifact)), debug=debug, masked=masked, metrics=ModelMetrics(spec.name), batcher=batcher
         )
+        self.name = spec.name
         self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))
+        self._sync_wait = sync_wait()
+        self._shutdown_wait = spec.timeout or SHUTDOWN_WAIT_S
+        self._replica = replica_name()
+        self._control: Any = None
+        self.tracker = Tracker(self._send_records, cancel_grace())
 
     async def __call__(self, request: Request) -> Response:
         scope = request.scope  # not request.url: parsing a URL costs more than the rest of routing
         path = scope["path"].removeprefix(scope.get("root_path", "")).rstrip("/") or "/"
         method = request.method
-        if path == "/predictions" and method == "POST":
-            if self.runtime.schema.streaming and "text/event-stream" in request.headers.get("accept", ""):
-                return await self._http_stream(await request.body())
-            return await self._http_predict(await request.body())
-        if path == "/health-check" and method == "GET":
-            return _json(self.health_status())
-        if path == "/openapi.json" and method == "GET":
-            return Response(self._openapi, media_type="application/json")
-        if path in ("/predictions", "/health-check", "/openapi.json"):
-            return _json({"detail": f"{method} is not allowed on {path}"}, status=405)
-        return _json(
-            {"detail": f"No route {path}. This model serves POST /predictions, GET /health-check and GET /openapi.json"},
-            status=404,
+        if path == "/predictions":
+            if method == "POST":
+                return await self._http_create(request)
+            return _method_not_allowed(method, path, "POST")
+        if path.startswith("/predictions/"):
+            prediction_id, _, action = path.removeprefix("/predictions/").partition("/")
+            if action == "cancel":
+                return await self._http_cancel(prediction_id) if method == "POST" else _method_not_allowed(method, path, "POST")
+            if not action:
+                return await self._http_create(request, prediction_id) if method == "PUT" else _method_not_allowed(method, path, "PUT")
+        if path == "/health-check":
+            return _json(self.health_status()) if method == "GET" else _method_not_allowed(method, path, "GET")
+        if path == "/openapi.json":
+            return Response(self._openapi, media_type="application/json") if method == "GET" else _method_not_allowed(method, path, "GET")
+        return _error(
+            404, "Not found",
+            f"No route {path}. This model serves POST /predictions, PUT /predictions/{{id}}, "
+            "POST /predictions/{id}/cancel, GET /health-check and GET /openapi.json",
         )
 
-    async def _http_predict(self, body: bytes) -> Response:
+    # ------------------------------------------------------------------ creating predictions
+
+    async def _http_create(self, request: Request, path_id: str | None = None) -> Response:
+        """``POST /predictions`` and ``PUT /predictions/{id}``: hold the caller up to the hold, else 202."""
+        headers = request.headers
         try:
-            inputs, prediction_id = self.runtime.parse(body)
-            prediction = await self.runtime.predict(inputs, prediction_id)
+            body = self.runtime.parse(await request.body())
+            hold = hold_seconds(headers.get("prefer"), self._sync_wait)
+            deadline = cancel_after(headers.get("cancel-after"))
+            prediction_id = self._chosen_id(body, path_id)
+            if body.webhook is not None:
+                _check_webhook(body.webhook)
         except InputError as exc:
             return _invalid(exc)
-        return Response(to_json(prediction), media_type="application/json")
+        input_hash = _input_hash(body.input) if prediction_id is not None else ""
+        if prediction_id is not None and (existing := await self._existing(prediction_id)) is not None:
+            record, known_hash = existing
+            if known_hash != input_hash:
+                return _error(409, "Conflict", f"A prediction with id {prediction_id!r} exists with a different input.")
+            flight = self.tracker.flights.get(prediction_id)
+            if flight is None:  # held by another replica, or finished: answer from the record
+                return _json(record, 200 if record["status"] in FINAL else 202, _location(record))
+        else:
+            streaming = self.runtime.schema.streaming and "text/event-stream" in headers.get("accept", "")
+            flight = self._start(body, prediction_id, input_hash, _base_url(request), deadline, streaming)
+            if streaming:
+                return StreamingResponse(self._events(flight), media_type="text/event-stream")
+        return await self._hold(flight, hold)
 
-    async def _http_stream(self, body: bytes) -> Response:
+    def _chosen_id(self, body: BaseModel, path_id: str | None) -> str | None:
+        if path_id is None:
+            return body.id
+        if re.fullmatch(PREDICTION_ID, path_id) is None:
+            raise InputError(
+                "Invalid request. id: a prediction id is 1-128 characters: letters, digits, _ and -",
+                [{"field": "id", "type": "string_pattern_mismatch", "message": "1-128 characters: letters, digits, _ and -"}],
+            )
+        if body.id is not None and body.id != path_id:
+            raise InputError(
+                f"Invalid request. id: the body says {body.id!r} and the URL {path_id!r}",
+                [{"field": "id", "type": "mismatch", "message": "the body's id differs from the URL's"}],
+            )
+        return path_id
+
+    async def _existing(self, prediction_id: str) -> tuple[dict[str, Any], str] | None:
+        """A prediction with this id, here or in the records, with its input hash."""
+        flight = self.tracker.flights.get(prediction_id)
+        if flight is not None:
+            return flight.record, flight.input_hash
+        try:
+            found = await self._control_call("lookup", prediction_id)
+        except Exception:  # no records to ask: nothing to be idempotent with
+            return None
+        return None if found is None else (found["record"], found["input_hash"])
+
+    def _start(
+        self, body: BaseModel, prediction_id: str | None, input_hash: str, base: str, deadline: float | None,
+        streaming: bool = False,
+    ) -> Flight:
+        prediction_id = prediction_id or secrets.token_hex(16)
+        urls = {"get": f"{base}/v1/predictions/{prediction_id}", "cancel": f"{base}/v1/predictions/{prediction_id}/cancel"}
+        if self.runtime.schema.streaming:
+            urls["stream"] = f"{base}/v1/predictions/{prediction_id}/stream"
+        record = {
+            "id": prediction_id, "model": self.name, "version": self.version, "status": "starting",
+            "input": self.runtime.schema.echo(body.input), "output": None, "logs": "", "error": None,
+            "created_at": _clock.now(), "started_at": None, "completed_at": None, "metrics": {}, "urls": urls,
+            "deadline": _clock.after(deadline) if deadline else None, "data_removed": False,
+            "webhook": body.webhook, "webhook_events_filter": body.webhook_events_filter,
+        }
+        flight = self.tracker.add(record, input_hash)
+        if streaming:
+            flight.queue = asyncio.Queue()
+        flight.task = asyncio.get_running_loop().create_task(self._run(flight, body.input))
+        flight.task.add_done_callback(lambda task: self._settle(flight, task))
+        if deadline:
+            flight.cancel_after(deadline)
+        return flight
+
+    async def _run(self, flight: Flight, inputs: BaseModel) -> None:
+        """The prediction's whole life in this replica; its final record goes to the tracker."""
+        on_item = None
+        if self.runtime.schema.streaming:
+            flight.items = []
+
+            async def on_item(item: Any) -> None:
+                flight.items.append(item)
+                if flight.queue is not None:
+                    await flight.queue.put(("item", item))
+
+        try:
+            prediction = await self.runtime.predict(
+                inputs, flight.record["id"], on_item=on_item,
+                on_start=lambda started_at, logs: self.tracker.started(flight, started_at, logs),
+                cancel_reason=flight.reason,
+            )
+        except InputError as exc:  # a file input that could not be had: nothing ran
+            flight.invalid = exc
+            prediction = {"status": "failed", "error": str(exc), "completed_at": _clock.now()}
+        self.tracker.finished(flight, {**flight.record, **prediction})
+
+    def _settle(self, flight: Flight, task: asyncio.Task) -> None:
+        """Every accepted prediction ends in a final record: also one canceled before it began, or a bug."""
+        if flight.record["status"] not in FINAL:
+            if task.cancelled():
+                ending = {"status": "canceled", "error": flight.reason()}
+            else:
+                ending = {"status": "failed", "error": f"lambdaml could not run the prediction: {task.exception()!r}"}
+            self.tracker.finished(flight, {**flight.record, **ending, "completed_at": _clock.now()})
+        elif not task.cancelled():
+            task.exception()  # retrieved: asyncio would warn about an exception nobody awaited
+        if flight.queue is not None:
+            event = ("invalid", flight.invalid) if flight.invalid is not None else ("prediction", flight.record)
+            flight.queue.put_nowait(event)
+
+    async def _hold(self, flight: Flight, hold: float) -> Response:
+        if hold > 0:
+            try:
+                finished = await _until(flight.task, hold)
+            except asyncio.CancelledError:  # the caller went away: a sync prediction goes with it
+                if not flight.background:
+                    flight.cancel(CALLER_WENT_AWAY)
+                raise
+            if finished:
+                if flight.invalid is not None:
+                    return _invalid(flight.invalid)
+                return Response(to_json(flight.record), media_type="application/json")
+        flight.background = True  # from now on no request holds it
+        record = dict(flight.record)  # as it stands now, as what the records have after the flush
+        await self.tracker.flush()  # the caller may read urls.get at once
+        return _json(record, 202, _location(record))
+
+    async def _events(self, flight: Flight) -> AsyncIterator[bytes]:
         """Server-Sent Events: ``output`` per item, then ``done`` with the prediction (``error`` first if it failed)."""
-        try:
-            inputs, prediction_id = self.runtime.parse(body)  # a 422 before the stream starts
-        except InputError as exc:
-            return _invalid(exc)
-        return StreamingResponse(self._events(inputs, prediction_id), media_type="text/event-stream")
-
-    async def _events(self, inputs: Inputs, prediction_id: str | None) -> AsyncIterator[bytes]:
-        async for kind, data in self._stream(inputs, prediction_id):
-            if kind == "prediction" and data["status"] == "failed":
+        async for kind, data in self._stream(flight):
+            if kind == "prediction" and data["status"] != "succeeded":
                 yield sse("error", {"detail": data["error"]})
             yield sse({"item": "output", "prediction": "done", "invalid": "error"}[kind], data)
 
-    async def _stream(self, inputs: Inputs, prediction_id: str | None = None) -> AsyncIterator[tuple[str, Any]]:
+    async def _stream(self, flight: Flight) -> AsyncIterator[tuple[str, Any]]:
         """``("item", output)`` as produced, then ``("prediction", ...)`` or ``("invalid", ...)``."""
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-        async def produce() -> None:
-            try:
-                prediction = await self.runtime.predict(inputs, prediction_id, on_item=lambda i: queue.put(("item", i)))
-                await queue.put(("prediction", prediction))
-            except InputError as exc:
-                await queue.put(("invalid", {"detail": str(exc), "invalid_fields": exc.invalid_fields}))
-
-        task = asyncio.create_task(produce())
         try:
             while True:
-                kind, data = await queue.get()
+                kind, data = await flight.queue.get()
+                if kind == "invalid":
+                    data = {"detail": str(data), "invalid_fields": data.invalid_fields}
                 yield kind, data
                 if kind != "item":
                     return
         finally:
-            task.cancel()  # the caller went away: stop the prediction
+            flight.cancel(CALLER_WENT_AWAY)  # nothing if it ended; else the caller went away: stop it
+
+    # ------------------------------------------------------------------ handle calls (Model.remote)
+
+    def _start_validated(self, inputs: dict[str, Any], streaming: bool = False) -> Flight:
+        body = self.runtime.schema.request_model.model_validate({"input": inputs})
+        return self._start(body, None, "", "", None, streaming)
 
     async def predict_stream(self, inputs: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Handle path of a generator model (``handle.options(stream=True)``): ``{"item": ...}`` then the end."""
-        async for kind, data in self._stream(inputs):
+        try:
+            flight = self._start_validated(inputs, streaming=True)
+        except ValidationError as exc:
+            yield {"invalid": _handle_invalid(self.runtime, inputs, exc)}
+            return
+        async for kind, data in self._stream(flight):
             yield {kind: data}
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
@@ -158,10 +367,42 @@ class ModelServer:
     async def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Handle path: returns ``{"prediction": ...}`` or ``{"invalid": ...}``, never raises for bad input."""
         try:
-            prediction = await self.runtime.predict(inputs)
-        except InputError as exc:
-            return {"invalid": {"detail": str(exc), "invalid_fields": exc.invalid_fields}}
-        return {"prediction": prediction}
+            flight = self._start_validated(inputs)
+        except ValidationError as exc:
+            return {"invalid": _handle_invalid(self.runtime, inputs, exc)}
+        try:
+            await asyncio.wait([flight.task])  # waiting is cancelled, not the task
+        except asyncio.CancelledError:
+            flight.cancel(CALLER_WENT_AWAY)
+            raise
+        if flight.invalid is not None:
+            return {"invalid": {"detail": str(flight.invalid), "invalid_fields": flight.invalid.invalid_fields}}
+        return {"prediction": flight.record}
+
+    # ------------------------------------------------------------------ cancel, records, health, shutdown
+
+    async def _http_cancel(self, prediction_id: str) -> Response:
+        flight = self.tracker.flights.get(prediction_id)
+        if flight is not None:
+            flight.cancel(CANCELED_BY_CALLER)
+            return _json(flight.record)
+        try:
+            record = await self._control_call("cancel", prediction_id, CANCELED_BY_CALLER)
+        except Exception as exc:
+            return _error(503, "Records unavailable", f"The prediction records cannot be reached: {exc}", {"Retry-After": "1"})
+        if record is None:
+            return _error(404, "Not found", f"No prediction with id {prediction_id!r}.")
+        return _json(record)
+
+    async def _control_call(self, method: str, *args: Any) -> Any:
+        if self._control is None:
+            from ray import serve as ray_serve
+
+            self._control = await asyncio.to_thread(ray_serve.get_app_handle, CONTROL_APP)
+        return await asyncio.wait_for(_awaited(getattr(self._control, method).remote(*args)), 10)
+
+    async def _send_records(self, updates: list[dict[str, Any]], running: list[str]) -> dict[str, str]:
+        return await self._control_call("sync", self._replica, updates, running)
 
     def health_status(self) -> dict[str, Any]:
         return {**self.runtime.health(), "version": self.version}
@@ -169,8 +410,74 @@ class ModelServer:
     async def health(self) -> dict[str, Any]:
         return self.health_status()
 
-    def __del__(self) -> None:
-        # Ray Serve calls __del__ when it stops a replica: the model's teardown().
+    async def check_health(self) -> None:
+        """Serve's health probe: a replica with a predict that will not stop must be replaced."""
+        reason = self.runtime.stuck or self.tracker.stuck()
+        if reason is not None:
+            raise RuntimeError(reason)
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Load Serve cannot see (lambdaml._autoscaling): predictions no request waits for."""
+        return {"background": float(self.tracker.background())}
+
+    async def __del__(self) -> None:
+        """Ray Serve calls this once requests have drained: let background predictions end, then teardown()."""
+        tracker = getattr(self, "tracker", None)
+        if tracker is not None and tracker.flights:
+            await _drain(tracker, self._shutdown_wait)
         runtime = getattr(self, "runtime", None)
         if runtime is not None:
             runtime.teardown()
+
+
+async def _drain(tracker: Tracker, wait: float) -> None:
+    """Wait up to ``wait`` s for the predictions still here; cancel what is left; record it all."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + wait
+    while tracker.flights and loop.time() < until:
+        await asyncio.sleep(0.1)
+    for flight in list(tracker.flights.values()):
+        flight.cancel(SHUT_DOWN)
+    tasks = [flight.task for flight in tracker.flights.values() if flight.task is not None]
+    if tasks:
+        await asyncio.wait(tasks, timeout=tracker._grace)
+    await tracker.flush()
+
+
+async def _awaited(response: Any) -> Any:
+    return await response
+
+
+def _location(record: dict[str, Any]) -> dict[str, str] | None:
+    url = record.get("urls", {}).get("get")
+    return {"Location": url} if url else None
+
+
+def _method_not_allowed(method: str, path: str, allowed: str) -> Response:
+    return _error(405, "Method not allowed", f"{method} is not allowed on {path}; use {allowed}", {"Allow": allowed})
+
+
+def _check_webhook(url: str) -> None:
+    from lambdaml._urls import RefusedURL
+    from lambdaml.control.webhooks import check_webhook_url
+
+    try:
+        check_webhook_url(url)
+    except RefusedURL as exc:
+        raise InputError(f"Invalid request. webhook: {exc}", [{"field": "webhook", "type": "url", "message": str(exc)}]) from None
+
+
+def _handle_invalid(runtime: ModelRuntime, inputs: dict[str, Any], exc: ValidationError) -> dict[str, Any]:
+    try:
+        runtime.schema.validate(inputs)
+    except InputError as error:
+        return {"detail": str(error), "invalid_fields": error.invalid_fields}
+    return {"detail": str(exc), "invalid_fields": []}
+
+
+def replica_name() -> str:
+    """This replica's id, as the records name it (a random one outside Ray Serve)."""
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # not in a replica (a test building the server by hand)
+        return secrets.token_hex(4)

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from lambdaml._settings import RESERVED_NAMES
 from lambdaml._resources import GPU_HELP, MEMORY_HELP, GpuRequest, parse_gpu, parse_memory
 from lambdaml.errors import ConfigError
 
@@ -73,6 +74,8 @@ class ModelSpec(BaseModel):
                 f"{value!r} cannot be used in a URL; use lowercase letters, digits and dashes "
                 "(1-63 characters, e.g. 'image-captioner')"
             )
+        if value in RESERVED_NAMES:
+            raise ValueError(f"{value!r} is taken by lambdaml's own routes ({', '.join(sorted(RESERVED_NAMES))}); choose another name")
         return value
 
     @field_validator("gpu", mode="before")

@@ -1,6 +1,7 @@
 """The typed signature -> input model, output adapter and OpenAPI document."""
 
 import pytest
+from pydantic_core import to_json
 from pydantic import BaseModel
 
 from lambdaml import ConfigError, Input, InputError, Secret, model
@@ -57,8 +58,8 @@ def test_missing_and_wrong_type_inputs():
 
 
 def test_a_whole_request_body_is_validated_in_one_pass():
-    inputs, prediction_id = typed.schema.validate_request(b'{"input": {"prompt": "a cat", "steps": "7"}, "id": "p1"}')
-    assert (inputs.steps, inputs.style, prediction_id) == (7, "plain", "p1")
+    request = typed.schema.validate_request(b'{"input": {"prompt": "a cat", "steps": "7"}, "id": "p1"}')
+    assert (request.input.steps, request.input.style, request.id) == (7, "plain", "p1")
     with pytest.raises(InputError) as error:  # the same fields, named the same way, as validate()
         typed.schema.validate_request(b'{"input": {"prompt": "UPPER", "steps": 99}}')
     assert str(error.value).startswith("Invalid input.")
@@ -71,7 +72,7 @@ def test_a_whole_request_body_is_validated_in_one_pass():
         (b'{"prompt": "a cat"}', "prompt", 'inside {"input": {...}}'),  # not the missing input it causes
         (b"{not json", "body", "not valid JSON"),
         (b'{"input": [1]}', "input", "JSON object"),
-        (b'{"input": {"prompt": "a"}, "id": "' + b"x" * 200 + b'"}', "id", "at most 128"),
+        (b'{"input": {"prompt": "a"}, "id": "' + b"x" * 200 + b'"}', "id", "1-128"),
     ],
 )
 def test_problems_with_the_body_itself_are_reported_before_the_inputs(body, field, message):
@@ -129,7 +130,7 @@ def test_openapi_request_body_is_what_the_server_accepts():
     assert request["additionalProperties"] is False  # unknown body fields are a 422
     assert request["properties"]["input"] == {"$ref": "#/components/schemas/Input"}
     assert "input" not in request.get("required", [])  # an absent input means every default
-    assert request["properties"]["id"]["anyOf"][0] == {"type": "string", "maxLength": 128}
+    assert request["properties"]["id"]["anyOf"][0] == {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}
 
 
 def test_secret_defaults_never_show_in_the_schema():
@@ -175,3 +176,20 @@ def test_batched_models_need_list_annotations():
 
     with pytest.raises(ConfigError, match="with batch=..., input 'x' must be list"):
         not_lists.schema
+
+
+@pytest.mark.parametrize("bad_id", ["../../etc", "", "a" * 129, "a b", "é"])
+def test_prediction_ids_are_url_safe(bad_id):
+    with pytest.raises(InputError) as error:
+        typed.schema.validate_request(to_json({"input": {"prompt": "a cat"}, "id": bad_id}))
+    assert [f["field"] for f in error.value.invalid_fields] == ["id"]
+
+
+def test_webhook_events_filter_names_known_events():
+    request = typed.schema.validate_request(
+        b'{"input": {"prompt": "a"}, "webhook": "https://example.com/hook", "webhook_events_filter": ["completed"]}'
+    )
+    assert (request.webhook, request.webhook_events_filter) == ("https://example.com/hook", ["completed"])
+    with pytest.raises(InputError) as error:
+        typed.schema.validate_request(b'{"input": {"prompt": "a"}, "webhook_events_filter": ["done"]}')
+    assert error.value.invalid_fields[0]["field"] == "webhook_events_filter.0"

@@ -4,6 +4,7 @@ import httpx
 import pytest
 
 from lambdaml import Input, Secret, model
+from lambdaml.schema import Prediction
 
 
 @model(name="http-model", cpu=0.1, min=1, max=1)
@@ -33,7 +34,8 @@ def test_prediction_has_replicate_fields(url):
     response = post(url, {"input": {"text": "hi", "times": 2}})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"id", "status", "input", "output", "error", "logs", "metrics", "created_at", "started_at", "completed_at"}
+    assert set(body) == set(Prediction.model_fields)  # Replicate's fields, and the record's
+    assert body["model"] == "http-model" and body["urls"]["get"].endswith(f"/v1/predictions/{body['id']}")
     assert body["status"] == "succeeded" and body["output"] == ["hi", "hi"] and body["error"] is None
     assert body["input"] == {"text": "hi", "times": 2, "key": "**********"}
     assert body["metrics"]["predict_time"] > 0

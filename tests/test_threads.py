@@ -1,12 +1,17 @@
 """SyncRunner: sync predictions run in worker threads, overlap, and keep their context."""
 
 import asyncio
+import contextlib
 import contextvars
+import random
+import sys
 import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
-from lambdaml._threads import SyncRunner
+from lambdaml._threads import Interrupted, SyncRunner
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
 
@@ -60,3 +65,167 @@ def test_a_timed_out_call_does_not_hold_up_the_next():
             release.set()
 
     assert asyncio.run(main()) == "next"
+
+
+# Cancelable jobs: runner.start(...) -> Job; Job.cancel() raises Interrupted in the job's thread.
+
+
+def _spin(started: threading.Event | None = None) -> None:  # pure Python: interruptible between any two bytecodes
+    if started is not None:
+        started.set()
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def _switch_interval(seconds: float) -> Iterator[None]:
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+def _worker_deaths(monkeypatch) -> list:
+    deaths: list = []
+    monkeypatch.setattr(threading, "excepthook", deaths.append)  # a worker killed by a stray Interrupted lands here
+    return deaths
+
+
+def test_a_busy_python_loop_is_interrupted_and_its_thread_runs_the_next_job(monkeypatch):
+    deaths = _worker_deaths(monkeypatch)
+    started = threading.Event()
+
+    async def main():
+        runner = SyncRunner("t")
+        job = runner.start(_spin, {"started": started})
+        assert await asyncio.to_thread(started.wait, 10) and job.running and not job.finished
+        begin = time.monotonic()
+        job.cancel()
+        with pytest.raises(Interrupted):
+            await asyncio.wait_for(job.wait(), 1)
+        elapsed = time.monotonic() - begin
+        assert job.finished and not job.running
+        job.cancel()  # finished: nothing happens
+        next_job = runner.start(threading.get_ident, {})
+        return elapsed, runner._threads, await next_job.wait(), next_job.finished
+
+    elapsed, threads, _, finished = asyncio.run(main())
+    assert elapsed < 1 and threads == 1 and finished and not deaths
+
+
+def test_a_job_cancelled_before_its_thread_picks_it_up_never_runs():
+    ran = []
+
+    async def main():
+        runner = SyncRunner("t")
+        await runner.run(lambda: None, {})  # an idle thread is waiting on the queue
+        for _ in range(20):
+            job = runner.start(ran.append, {"object": 1})
+            job.cancel()
+            assert job.finished and not job.running
+            with pytest.raises(Interrupted, match="before it started"):
+                await job.wait()
+        return await runner.run(lambda: "next", {})  # the queue is drained: each job was picked up (and skipped)
+
+    with _switch_interval(100):  # the loop thread keeps the GIL until it blocks: no worker starts a job between the calls
+        assert asyncio.run(main()) == "next"
+    assert ran == []
+
+
+def test_a_function_sleeping_in_c_is_interrupted_when_the_sleep_returns():
+    def sleep() -> None:
+        time.sleep(1.5)
+
+    async def main():
+        runner = SyncRunner("t")
+        begin = time.monotonic()
+        job = runner.start(sleep, {})
+        while not job.running:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.1)  # now surely inside time.sleep
+        job.cancel()
+        await asyncio.wait({job.done_future}, timeout=1)
+        assert not job.done_future.done() and job.running
+        with pytest.raises(Interrupted):
+            await job.wait()
+        return time.monotonic() - begin
+
+    assert 1.5 <= asyncio.run(main()) < 3
+
+
+def test_cancelling_the_awaiting_task_does_not_resolve_the_job_early():
+    release = threading.Event()
+
+    async def main():
+        runner = SyncRunner("t")
+        job = runner.start(release.wait, {"timeout": 10})
+        waiter = asyncio.create_task(job.wait())
+        await asyncio.sleep(0.05)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        await asyncio.sleep(0.05)
+        assert not job.done_future.done() and job.running
+        release.set()
+        return await asyncio.wait_for(job.wait(), 10), job.finished
+
+    assert asyncio.run(main()) == (True, True)
+
+
+def test_jobs_run_in_their_callers_context():
+    async def one(runner: SyncRunner, name: str) -> str:
+        request_id.set(name)
+        return await runner.start(request_id.get, {}).wait()
+
+    async def main():
+        runner = SyncRunner("t")
+        return await asyncio.gather(*(one(runner, name) for name in ("a", "b", "c")))
+
+    assert asyncio.run(main()) == ["a", "b", "c"]
+
+
+def test_an_interrupt_racing_the_end_of_a_job_never_leaks_into_the_worker(monkeypatch):
+    deaths = _worker_deaths(monkeypatch)
+    rng = random.Random(1234)
+
+    def short(n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += i
+        return total
+
+    async def one(runner: SyncRunner) -> str:
+        job = runner.start(short, {"n": rng.randrange(0, 300)})
+        for _ in range(rng.randrange(0, 4)):
+            await asyncio.sleep(0)
+        if rng.random() < 0.5:
+            time.sleep(rng.random() * 0.0005)  # holds the loop (and gives the GIL away) for up to 0.5 ms
+        job.cancel()
+        try:
+            await job.wait()
+            return "finished"
+        except Interrupted:
+            return "interrupted"
+
+    async def main():
+        runner = SyncRunner("t")
+        outcomes = []
+        for _ in range(50):
+            outcomes += await asyncio.gather(*(one(runner) for _ in range(4)))
+        threads = runner._threads
+        barrier = threading.Barrier(threads, timeout=10)  # one job on every thread at once
+
+        def check() -> tuple[int, int]:
+            barrier.wait()
+            return threading.get_ident(), short(100_000)  # a stray pending Interrupted would fire in this loop
+
+        results = await asyncio.wait_for(asyncio.gather(*(runner.start(check, {}).wait() for _ in range(threads))), 10)
+        return outcomes, threads, results
+
+    with _switch_interval(1e-6):  # the GIL changes hands all the time, so cancel() lands anywhere in the worker
+        outcomes, threads, results = asyncio.run(main())
+    assert len(outcomes) == 200 and {"finished", "interrupted"} <= set(outcomes), outcomes
+    assert len({ident for ident, _ in results}) == threads and {total for _, total in results} == {short(100_000)}
+    assert not deaths

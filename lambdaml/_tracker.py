@@ -1,0 +1,179 @@
+"""The predictions one replica holds, and their records on the way to the control application.
+
+Each prediction a replica takes is a ``Flight``: its record as it stands, the
+task that runs it and, once asked, why it is being canceled. Records never go
+to the database from the request path: the ``Tracker`` collects changes and
+sends them in one call every 100 ms (``send``: the control application's
+``sync``), which also reports which predictions still run here (the reaper's
+heartbeat) and brings back the cancel requests for them. A caller that is told
+``202`` must be able to read the record at once, so that answer waits for an
+immediate ``flush``; a plain sync prediction costs the request path one dict
+update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+FINAL = frozenset({"succeeded", "failed", "canceled"})
+CANCELED_BY_CALLER = "Canceled by the caller."
+CALLER_WENT_AWAY = "Canceled: the caller went away before the prediction finished (a sync request cancels its prediction)."
+DEADLINE_PASSED = "Canceled: the prediction's deadline (Cancel-After) passed."
+SHUT_DOWN = "Canceled: the replica running it shut down before it finished."
+
+Send = Callable[[list[dict[str, Any]], list[str]], Awaitable[dict[str, str]]]  # (updates, running ids) -> cancels
+logger = logging.getLogger("ray.serve")
+
+
+def _merge(older: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:
+    """One pending update from two: the newer fields win, the events of both fire in order."""
+    events = older.get("_events", []) + newer.get("_events", [])
+    merged = {**older, **newer}
+    if events:
+        merged["_events"] = events
+    return merged
+
+
+class Flight:
+    """One prediction held by this replica."""
+
+    __slots__ = ("record", "task", "background", "cancel_reason", "canceled_at", "logs", "items", "input_hash",
+                 "queue", "invalid", "_timer", "_shown")
+
+    def __init__(self, record: dict[str, Any], input_hash: str):
+        self.record = record
+        self.input_hash = input_hash
+        self.task: asyncio.Task | None = None
+        self.background = False  # no caller waits for it: the autoscaler must still count it
+        self.cancel_reason: str | None = None
+        self.canceled_at: float | None = None
+        self.logs: Any = None  # the running predict's log capture (lambdaml._logs)
+        self.items: list[Any] | None = None  # a generator's outputs so far
+        self.queue: asyncio.Queue | None = None  # a streaming caller's events
+        self.invalid: Exception | None = None  # an InputError found only once it ran (a file input)
+        self._timer: asyncio.TimerHandle | None = None
+        self._shown = (0, 0)  # (log parts, items) already sent
+
+    def cancel(self, reason: str) -> None:
+        """Stop the prediction (the first reason given is the one recorded); nothing if it has ended."""
+        if self.task is None or self.task.done() or self.cancel_reason is not None:
+            return
+        self.cancel_reason, self.canceled_at = reason, time.monotonic()
+        self.task.cancel()
+
+    def reason(self) -> str:
+        return self.cancel_reason or CANCELED_BY_CALLER
+
+    def cancel_after(self, seconds: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(seconds, self.cancel, DEADLINE_PASSED)
+
+    def progress(self) -> dict[str, Any] | None:
+        """What changed while it runs (logs, output so far), or None."""
+        shown = (len(self.logs.parts) if self.logs is not None else 0, len(self.items) if self.items else 0)
+        if shown == self._shown:
+            return None
+        events = [event for event, (now, before) in zip(("logs", "output"), zip(shown, self._shown)) if now != before]
+        self._shown = shown
+        update: dict[str, Any] = {"id": self.record["id"], "_events": events}
+        if "logs" in events:
+            update["logs"] = self.logs.text()
+        if "output" in events:
+            update["output"] = list(self.items)
+        return update
+
+
+class Tracker:
+    """This replica's flights, and the loop that keeps their records up to date."""
+
+    INTERVAL_S = 0.1  # how stale a record may be while nothing waits for it
+    PROGRESS_S = 0.5  # logs and output events at most this often (webhooks, readers)
+    HEARTBEAT_S = 2.0  # running predictions are reported at least this often (the reaper's clock)
+
+    def __init__(self, send: Send, grace: float):
+        self.flights: dict[str, Flight] = {}
+        self._send = send
+        self._grace = grace
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._last_sync = self._last_progress = 0.0
+        self._loop_task: asyncio.Task | None = None
+        self._lock: asyncio.Lock | None = None
+        self._warned = 0.0
+
+    def add(self, record: dict[str, Any], input_hash: str) -> Flight:
+        flight = Flight(record, input_hash)
+        self.flights[record["id"]] = flight
+        self.update({**record, "_input_hash": input_hash})
+        if self._loop_task is None:
+            self._lock = asyncio.Lock()
+            self._loop_task = asyncio.get_running_loop().create_task(self._run_forever())
+        return flight
+
+    def update(self, fields: dict[str, Any]) -> None:
+        """Queue a change of one record (``id`` plus the fields that changed, ``_events`` to fire)."""
+        pending = self._pending.get(fields["id"])
+        self._pending[fields["id"]] = fields if pending is None else _merge(pending, fields)
+
+    def started(self, flight: Flight, started_at: str, logs: Any) -> None:
+        flight.logs = logs
+        flight.record.update(status="processing", started_at=started_at)
+        self.update({"id": flight.record["id"], "status": "processing", "started_at": started_at, "_events": ["start"]})
+
+    def finished(self, flight: Flight, record: dict[str, Any]) -> None:
+        flight.record = record
+        if flight._timer is not None:
+            flight._timer.cancel()
+        self.flights.pop(record["id"], None)
+        self.update({**record, "_events": ["completed"]})
+
+    def background(self) -> int:
+        """Predictions no request waits for: load that Serve's autoscaler cannot see."""
+        return sum(1 for flight in self.flights.values() if flight.background)
+
+    def stuck(self) -> str | None:
+        """Why this replica must be replaced: a canceled prediction still runs past the grace period."""
+        now = time.monotonic()
+        for flight in self.flights.values():
+            if flight.canceled_at is not None and now - flight.canceled_at > self._grace:
+                return f"prediction {flight.record['id']} was canceled {now - flight.canceled_at:.0f} s ago and still runs"
+        return None
+
+    async def flush(self) -> None:
+        """Send what is pending now (a 202 answer promises the record can be read)."""
+        if self._lock is None:
+            return
+        async with self._lock:
+            await self._sync(time.monotonic())
+
+    async def _run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.INTERVAL_S)
+            now = time.monotonic()
+            if now - self._last_progress >= self.PROGRESS_S:
+                self._last_progress = now
+                for flight in list(self.flights.values()):
+                    if (update := flight.progress()) is not None:
+                        self.update(update)
+            if self._pending or (self.flights and now - self._last_sync >= self.HEARTBEAT_S):
+                async with self._lock:
+                    await self._sync(now)
+
+    async def _sync(self, now: float) -> None:
+        updates, self._pending = list(self._pending.values()), {}
+        try:
+            cancels = await self._send(updates, list(self.flights))
+        except Exception as exc:  # the control application is starting or restarting: try again
+            for update in updates:  # kept, under anything newer
+                newer = self._pending.get(update["id"])
+                self._pending[update["id"]] = update if newer is None else _merge(update, newer)
+            if now - self._warned > 60:
+                self._warned = now
+                logger.warning(f"lambdaml: cannot reach the control application to record predictions yet: {exc}")
+            return
+        self._last_sync = now
+        for prediction_id, reason in cancels.items():
+            if (flight := self.flights.get(prediction_id)) is not None:
+                flight.cancel(reason)

@@ -1,0 +1,1 @@
+"""The control plane: prediction records, the control application, webhooks."""

@@ -1,0 +1,222 @@
+"""The control application: one always-on Ray Serve application at ``/v1`` over the records.
+
+Model replicas send it their predictions' records (``sync``, batched by
+``lambdaml._tracker``); readers get them from ``GET /v1/predictions...``
+without waking any model. Three loops run beside the routes: the webhook
+sender (an outbox in the database, so a ``completed`` webhook survives a
+restart), the reaper (a running prediction whose replica stopped reporting
+becomes ``failed``) and retention. It keeps no state of its own beyond the
+database, so it can run more than one replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from pydantic_core import to_json
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from lambdaml._settings import CONTROL_APP, retention
+from lambdaml._streams import sse
+from lambdaml._tracker import CANCELED_BY_CALLER, FINAL
+from lambdaml.control.records import Records, database_url
+from lambdaml.control.webhooks import WebhookSender, new_secret
+
+ROUTE = "/v1"
+STALE_AFTER_S = 15.0  # replicas report running predictions every 2 s; this long without a report: lost
+REAP_EVERY_S = 3.0
+WEBHOOKS_EVERY_S = 0.2
+EXPIRE_EVERY_S = 60.0
+STREAM_POLL_S = 0.2
+KEEPALIVE_S = 10.0  # an SSE comment this often: clients time out after 30 s of silence
+logger = logging.getLogger("ray.serve")
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(to_json(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _error(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return _json({"title": title, "status": status, "detail": detail}, status, headers)
+
+
+def _not_found(prediction_id: str) -> Response:
+    return _error(404, "Not found", f"No prediction with id {prediction_id!r}.")
+
+
+class ControlServer:
+    """One replica of the control application."""
+
+    def __init__(self, database: str, retention_s: float):
+        self.records = Records(database)
+        self._secret = self.records.setting("webhook_secret", new_secret)
+        self._retention = retention_s
+        self._sender = WebhookSender(self.records, self._secret)
+        self._loops: list[asyncio.Task] = []
+
+    def _start_loops(self) -> None:
+        """On the replica's event loop, at the first call (Serve may build us off that loop)."""
+        if self._loops:
+            return
+        loop = asyncio.get_running_loop()
+        self._loops = [
+            loop.create_task(_every(WEBHOOKS_EVERY_S, self._sender.run_once)),
+            loop.create_task(_every(REAP_EVERY_S, self._reap, first_delay=STALE_AFTER_S)),
+            loop.create_task(_every(EXPIRE_EVERY_S, self._expire)),
+        ]
+
+    async def _reap(self) -> None:
+        lost = await asyncio.to_thread(self.records.reap, STALE_AFTER_S)
+        if lost:
+            logger.warning(f"lambdaml: {len(lost)} predictions lost with their replica: {', '.join(lost[:10])}")
+
+    async def _expire(self) -> None:
+        await asyncio.to_thread(self.records.expire, self._retention)
+
+    async def check_health(self) -> None:
+        self._start_loops()  # Serve probes every few seconds: the loops start even before any call
+
+    # ------------------------------------------------------------------ calls from model replicas
+
+    async def sync(self, replica: str, updates: list[dict[str, Any]], running: list[str]) -> dict[str, str]:
+        """Record ``updates``; note that ``running`` are alive on ``replica``; return cancel requests for them."""
+        self._start_loops()
+        return await asyncio.to_thread(self.records.sync, replica, updates, running)
+
+    async def lookup(self, prediction_id: str) -> dict[str, Any] | None:
+        record = await asyncio.to_thread(self.records.get, prediction_id)
+        if record is None:
+            return None
+        return {"record": record, "input_hash": await asyncio.to_thread(self.records.input_hash, prediction_id)}
+
+    async def cancel(self, prediction_id: str, reason: str = CANCELED_BY_CALLER) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self.records.request_cancel, prediction_id, reason)
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def __call__(self, request: Request) -> Response:
+        self._start_loops()
+        scope = request.scope
+        path = scope["path"].removeprefix(scope.get("root_path", "")).rstrip("/") or "/"
+        parts = path.strip("/").split("/")
+        method = request.method
+        if parts[0] == "predictions":
+            if len(parts) == 1:
+                return await self._list(request) if method == "GET" else _not_allowed(method, path, "GET")
+            if len(parts) == 2:
+                return await self._get(parts[1]) if method == "GET" else _not_allowed(method, path, "GET")
+            if len(parts) == 3 and parts[2] == "cancel":
+                return await self._cancel(parts[1]) if method == "POST" else _not_allowed(method, path, "POST")
+            if len(parts) == 3 and parts[2] == "stream":
+                return await self._stream(parts[1]) if method == "GET" else _not_allowed(method, path, "GET")
+        if parts == ["webhooks", "default", "secret"]:
+            return _json({"key": self._secret}) if method == "GET" else _not_allowed(method, path, "GET")
+        return _error(
+            404, "Not found",
+            f"No route {ROUTE}{path}. The records API serves GET /v1/predictions, GET /v1/predictions/{{id}}, "
+            "POST /v1/predictions/{id}/cancel, GET /v1/predictions/{id}/stream and GET /v1/webhooks/default/secret",
+        )
+
+    async def _get(self, prediction_id: str) -> Response:
+        record = await asyncio.to_thread(self.records.get, prediction_id)
+        return _not_found(prediction_id) if record is None else _json(record)
+
+    async def _cancel(self, prediction_id: str) -> Response:
+        record = await self.cancel(prediction_id)
+        return _not_found(prediction_id) if record is None else _json(record)
+
+    async def _list(self, request: Request) -> Response:
+        query = request.query_params
+        model, cursor = query.get("model") or None, query.get("cursor") or None
+        try:
+            results, after, before = await asyncio.to_thread(self.records.page, model, cursor)
+        except ValueError as exc:  # a cursor that is not one of ours
+            return _json({"title": "Invalid cursor", "status": 422, "detail": str(exc),
+                          "invalid_fields": [{"field": "cursor", "message": str(exc)}]}, 422)
+        here = f"{request.headers.get('x-forwarded-proto', 'http')}://{request.headers.get('host', '')}{ROUTE}/predictions"
+
+        def link(page_cursor: str | None) -> str | None:
+            if page_cursor is None:
+                return None
+            return f"{here}?{urllib.parse.urlencode({**({'model': model} if model else {}), 'cursor': page_cursor})}"
+
+        return _json({"next": link(after), "previous": link(before), "results": results})
+
+    async def _stream(self, prediction_id: str) -> Response:
+        record = await asyncio.to_thread(self.records.get, prediction_id)
+        if record is None:
+            return _not_found(prediction_id)
+        return StreamingResponse(self._events(prediction_id, record), media_type="text/event-stream")
+
+    async def _events(self, prediction_id: str, record: dict[str, Any]) -> AsyncIterator[bytes]:
+        """The record's new output items and logs as it changes (read from the database), then ``done``."""
+        sent_items, sent_logs, event_id, quiet_since = 0, 0, 0, time.monotonic()
+        while True:
+            output, logs = record.get("output"), record.get("logs") or ""
+            items = output if isinstance(output, list) else ([] if output is None else [output])
+            fresh: list[tuple[str, Any]] = [("output", item) for item in items[sent_items:]]
+            if len(logs) > sent_logs:
+                fresh.append(("logs", logs[sent_logs:]))
+            sent_items, sent_logs = len(items), len(logs)
+            if record["status"] in FINAL:
+                if record["status"] != "succeeded":
+                    fresh.append(("error", {"detail": record.get("error")}))
+                fresh.append(("done", record))
+            for event, data in fresh:
+                event_id += 1
+                yield f"id: {event_id}\n".encode() + sse(event, data)
+            if record["status"] in FINAL:
+                return
+            if fresh:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > KEEPALIVE_S:
+                quiet_since = time.monotonic()
+                yield b": keepalive\n\n"
+            await asyncio.sleep(STREAM_POLL_S)
+            record = await asyncio.to_thread(self.records.get, prediction_id) or record
+
+
+def _not_allowed(method: str, path: str, allowed: str) -> Response:
+    return _error(405, "Method not allowed", f"{method} is not allowed on {ROUTE}{path}; use {allowed}", {"Allow": allowed})
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[Any]], first_delay: float = 0.0) -> None:
+    await asyncio.sleep(first_delay)
+    while True:
+        try:
+            await job()
+        except Exception as exc:  # a database hiccup: try again next round, say so once per round
+            logger.warning(f"lambdaml control loop {getattr(job, '__name__', job)}: {exc}")
+        await asyncio.sleep(seconds)
+
+
+def application(database: str | None = None) -> Any:
+    """The control application, bound to a database (``LAMBDAML_DATABASE_URL`` or the default SQLite file)."""
+    from ray import serve
+
+    return serve.deployment(ControlServer).options(
+        name=CONTROL_APP,
+        num_replicas=1,
+        max_ongoing_requests=1000,  # every replica's record sync and every reader lands here; each call is short
+        # On the head node: the default SQLite file is on the head's disk. No CPU reserved, so it never
+        # competes with models for room.
+        ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
+        health_check_period_s=2,
+    ).bind(database or database_url(), retention())
+
+
+def ensure_running(database: str | None = None, replace: bool = False) -> None:
+    """Start the control application on the connected cluster unless it already runs (``replace``: restart it)."""
+    from ray import serve
+
+    app = serve.status().applications.get(CONTROL_APP)
+    if app is not None and str(getattr(app.status, "value", app.status)) == "RUNNING" and not replace:
+        return
+    target = serve.RunTarget(target=application(database), name=CONTROL_APP, route_prefix=ROUTE)
+    serve.run_many([target], wait_for_applications_running=True)

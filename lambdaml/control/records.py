@@ -1,0 +1,463 @@
+"""Prediction records and the webhook outbox, in SQLite (the default) or PostgreSQL.
+
+Only the control application touches the database: replicas keep the
+predictions they run in memory and send their records here in batches
+(``sync``), so the database sees one transaction per replica every ~100 ms
+rather than one per state change of every prediction. A webhook delivery is
+written in the same transaction as the record change that fires it (an
+outbox), so a crash between the two can neither lose nor invent one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from lambdaml import _clock
+from lambdaml.errors import LambdamlError
+
+SCHEMA_VERSION = 1
+FINAL = ("succeeded", "failed", "canceled")
+LOST = "The replica running this prediction was lost before it finished (it stopped reporting)."
+COMPLETED_MAX_ATTEMPTS = 12  # the other events are tried once: a later one supersedes them
+EXPIRE_CHUNK = 1000  # records per retention transaction, so a backlog never holds the write lock for long
+
+# Plain JSON, not JSONB: JSONB reorders a model's output keys, and nothing queries inside these columns.
+_JSON = sa.JSON(none_as_null=True)
+_ROW_ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")  # SQLite autoincrements only INTEGER keys
+
+metadata = sa.MetaData()
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("model", sa.String),
+    sa.Column("version", sa.String),
+    sa.Column("status", sa.String, nullable=False),
+    sa.Column("input", _JSON),
+    sa.Column("output", _JSON),
+    sa.Column("logs", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.String),
+    sa.Column("started_at", sa.String),
+    sa.Column("completed_at", sa.String),
+    sa.Column("metrics", _JSON),
+    sa.Column("urls", _JSON),
+    sa.Column("deadline", sa.String),
+    sa.Column("data_removed", sa.Boolean, nullable=False),
+    sa.Column("webhook", sa.Text),
+    sa.Column("webhook_events_filter", _JSON),
+    # Private columns, never in a public record:
+    sa.Column("created_ts", sa.Float, nullable=False),
+    sa.Column("updated_ts", sa.Float, nullable=False),
+    sa.Column("heartbeat_ts", sa.Float),
+    sa.Column("replica", sa.String),
+    sa.Column("cancel_reason", sa.Text),
+    sa.Column("input_hash", sa.String),
+    sa.Column("token_id", sa.String),
+    sa.Index("predictions_created", "created_ts", "id"),
+    sa.Index("predictions_model_created", "model", "created_ts", "id"),
+    sa.Index("predictions_status", "status"),  # the reaper looks for the few unfinished ones
+)
+deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", _ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("prediction_id", sa.String, sa.ForeignKey("predictions.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("event", sa.String, nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("state", sa.String, nullable=False),  # pending, sent, failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_ts", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.Float, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_ts", sa.Float, nullable=False),
+    sa.Index("webhook_deliveries_due", "state", "next_attempt_ts"),
+    sqlite_autoincrement=True,  # ids are never reused: they are part of the webhook-id receivers dedupe on
+)
+settings = sa.Table(
+    "settings", metadata, sa.Column("key", sa.String, primary_key=True), sa.Column("value", sa.Text, nullable=False)
+)
+schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+PUBLIC = tuple(column.name for column in predictions.columns)[: list(predictions.columns.keys()).index("created_ts")]
+_PUBLIC = [predictions.c[name] for name in PUBLIC]
+# Inline, not a bound list: an upsert runs as executemany, which cannot expand a list parameter.
+_UNFINISHED = predictions.c.status.not_in([sa.literal_column(f"'{status}'") for status in FINAL])
+_PRIVATE_KEYS = {"_replica": "replica", "_input_hash": "input_hash"}
+_MIGRATION_LOCK = 0x6C616D62  # pg_advisory_xact_lock key: control replicas starting together create tables once
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One claimed webhook try. ``webhook_id`` stays the same across retries (receivers dedupe on it)."""
+
+    id: int
+    prediction_id: str
+    event: str
+    url: str
+    body: str
+    webhook_id: str
+    attempt: int  # 1-based
+
+
+def _driver_url(url: str) -> str:
+    """PostgreSQL URLs as people write them, on the psycopg (v3) driver this package installs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def database_url() -> str:
+    """``LAMBDAML_DATABASE_URL``, else a SQLite file in ``~/.lambdaml`` (created)."""
+    url = os.environ.get("LAMBDAML_DATABASE_URL")
+    if url:
+        return _driver_url(url)
+    folder = Path.home() / ".lambdaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'records.db'}"
+
+
+def _sqlite_connect(connection: Any, _record: Any) -> None:
+    # Transactions are begun by _sqlite_begin, not by the driver (which would begin DEFERRED).
+    connection.isolation_level = None
+    for pragma in ("journal_mode=WAL", "busy_timeout=5000", "foreign_keys=ON", "synchronous=NORMAL"):
+        connection.execute(f"PRAGMA {pragma}")
+
+
+def _sqlite_begin(connection: sa.Connection) -> None:
+    # A writer takes the write lock up front, so a busy database makes it wait (busy_timeout) instead of
+    # failing with "database is locked" when a deferred read would have to be upgraded.
+    read = connection.get_execution_options().get("lambdaml_read")
+    connection.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+
+
+def _engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        # QueuePool: one connection per calling thread at a time (the control app calls from worker threads).
+        engine = sa.create_engine(url, poolclass=sa.pool.QueuePool, connect_args={"check_same_thread": False})
+        sa.event.listen(engine, "connect", _sqlite_connect)
+        sa.event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)  # a restarted server must not fail the next call
+
+
+def _timestamp(iso: str) -> float:
+    moment = datetime.fromisoformat(iso)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _cursor(direction: str, row: dict[str, Any]) -> str:
+    raw = json.dumps([direction, row["created_ts"], row["id"]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse_cursor(cursor: str) -> tuple[str, float, str]:
+    """The cursor's direction and key; ValueError for anything this module did not make."""
+    try:
+        direction, created_ts, prediction_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, binascii.Error):
+        raise ValueError(f"Invalid cursor {cursor!r}") from None
+    if direction not in ("next", "previous") or not isinstance(created_ts, (int, float)):
+        raise ValueError(f"Invalid cursor {cursor!r}")
+    return direction, float(created_ts), str(prediction_id)
+
+
+def _outbox_rows(record: dict[str, Any], events: list[str], now: float) -> list[dict[str, Any]]:
+    """The deliveries ``events`` fire for ``record``: none without a webhook, only the filter's events."""
+    wanted = record["webhook_events_filter"]
+    if not record["webhook"]:
+        return []
+    body = json.dumps(record)
+    row = {"prediction_id": record["id"], "url": record["webhook"], "body": body, "state": "pending", "attempts": 0}
+    row.update(next_attempt_ts=now, lease_until=0.0, created_ts=now)
+    return [
+        {**row, "event": event, "max_attempts": COMPLETED_MAX_ATTEMPTS if event == "completed" else 1}
+        for event in dict.fromkeys(events)  # coalesced updates may repeat an event: one delivery, latest body
+        if wanted is None or event in wanted
+    ]
+
+
+def _coalesce(updates: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One update per id, the later fields winning, and nothing after an update to a final status."""
+    merged: dict[str, dict[str, Any]] = {}
+    for update in updates:
+        current = merged.get(update["id"])
+        if current is None:
+            merged[update["id"]] = {**update, "_events": list(update.get("_events", ()))}
+        elif current.get("status") not in FINAL:
+            events = current["_events"] + list(update.get("_events", ()))
+            current.update(update)
+            current["_events"] = events
+    return merged
+
+
+class Records:
+    """The records database. Thread-safe; several Records (control replicas) may share one database."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = _driver_url(url or database_url())
+        self._engine = _engine(self.url)
+        self._reader = self._engine.execution_options(lambdaml_read=True)
+        self._insert = sqlite.insert if self._engine.dialect.name == "sqlite" else postgresql.insert
+        try:
+            self._migrate()
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    def _migrate(self) -> None:
+        """Create the tables if absent; refuse a database made by a newer lambdaml."""
+        with self._engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            found = None
+            if sa.inspect(connection).has_table("schema_version"):
+                found = connection.scalar(sa.select(sa.func.max(schema_version.c.version)))
+            if found is not None and found > SCHEMA_VERSION:
+                where = sa.make_url(self.url).render_as_string(hide_password=True)
+                raise LambdamlError(
+                    f"The records database {where} has schema version {found}, but this lambdaml knows only "
+                    f"versions up to {SCHEMA_VERSION}: upgrade lambdaml on the control application's nodes."
+                )
+            metadata.create_all(connection)
+            if found is None:
+                connection.execute(sa.insert(schema_version).values(version=SCHEMA_VERSION))
+
+    def upsert(self, updates: list[dict[str, Any]]) -> None:
+        """Insert or merge records (partial updates allowed), with their webhook deliveries, in one transaction."""
+        if updates:
+            with self._engine.begin() as connection:
+                self._upsert(connection, updates)
+
+    def _upsert(self, connection: sa.Connection, updates: list[dict[str, Any]]) -> None:
+        now, now_iso = time.time(), _clock.now()
+        merged = _coalesce(updates)
+        events = {prediction_id: update["_events"] for prediction_id, update in merged.items() if update["_events"]}
+        if events:  # locked until commit, so an update the guard lets through now is one that changes its record
+            query = sa.select(predictions.c.id, predictions.c.status).where(predictions.c.id.in_(events))
+            for prediction_id, status in connection.execute(query.order_by(predictions.c.id).with_for_update()):
+                if status in FINAL:
+                    del events[prediction_id]
+        # One statement per shape of update (the columns it sets), executed many (RETURNING would make
+        # SQLAlchemy inline every row into one long statement, which psycopg parses at ~2 ms a batch).
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for _, update in sorted(merged.items()):  # one lock order for every caller
+            row = {key: value for key, value in update.items() if not key.startswith("_")}
+            row.update({column: update[key] for key, column in _PRIVATE_KEYS.items() if key in update})
+            if "created_at" in row:
+                row["created_ts"] = _timestamp(row["created_at"])
+            groups.setdefault(tuple(sorted(row)), []).append(row)
+        defaults = {"status": "starting", "created_at": now_iso, "created_ts": now, "data_removed": False}
+        for columns, rows in groups.items():
+            statement = self._insert(predictions)
+            changes = {column: statement.excluded[column] for column in (*columns, "updated_ts") if column != "id"}
+            statement = statement.on_conflict_do_update(index_elements=["id"], set_=changes, where=_UNFINISHED)
+            connection.execute(statement, [{**defaults, **row, "updated_ts": now} for row in rows])
+        if events:
+            changed = connection.execute(sa.select(*_PUBLIC).where(predictions.c.id.in_(events))).mappings()
+            outbox = [row for record in changed for row in _outbox_rows(dict(record), events[record["id"]], now)]
+            if outbox:
+                connection.execute(sa.insert(deliveries), outbox)
+
+    def get(self, prediction_id: str) -> dict[str, Any] | None:
+        """The public record, or None."""
+        with self._reader.connect() as connection:
+            row = connection.execute(sa.select(*_PUBLIC).where(predictions.c.id == prediction_id)).mappings().first()
+        return dict(row) if row else None
+
+    def input_hash(self, prediction_id: str) -> str | None:
+        """The hash of the input a prediction was created with, for an idempotent PUT of the same id."""
+        with self._reader.connect() as connection:
+            return connection.scalar(sa.select(predictions.c.input_hash).where(predictions.c.id == prediction_id))
+
+    def page(
+        self, model: str | None = None, cursor: str | None = None, limit: int = 100
+    ) -> tuple[list[dict[str, Any]], str | None, str | None]:
+        """Records newest first, with the next (older) and previous (newer) pages' cursors.
+
+        Keyset pagination on (created_ts, id): a page costs the same however deep, and records
+        created meanwhile neither shift nor repeat the later pages. ValueError for a bad cursor.
+        """
+        columns = predictions.c
+        query = sa.select(*_PUBLIC, columns.created_ts)
+        if model is not None:
+            query = query.where(columns.model == model)
+        direction = "next"
+        if cursor:
+            direction, created_ts, prediction_id = _parse_cursor(cursor)
+            key, bound = sa.tuple_(columns.created_ts, columns.id), sa.tuple_(created_ts, prediction_id)
+            query = query.where(key > bound if direction == "previous" else key < bound)
+        if direction == "previous":
+            query = query.order_by(columns.created_ts.asc(), columns.id.asc())
+        else:
+            query = query.order_by(columns.created_ts.desc(), columns.id.desc())
+        with self._reader.connect() as connection:
+            rows = [dict(row) for row in connection.execute(query.limit(limit + 1)).mappings()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if direction == "previous":
+            rows.reverse()
+        if not rows:
+            return [], None, None
+        newer = more if direction == "previous" else cursor is not None  # a cursor came from the other side
+        older = more if direction == "next" else True
+        next_cursor = _cursor("next", rows[-1]) if older else None
+        previous_cursor = _cursor("previous", rows[0]) if newer else None
+        return [{name: row[name] for name in PUBLIC} for row in rows], next_cursor, previous_cursor
+
+    def request_cancel(self, prediction_id: str, reason: str) -> dict[str, Any] | None:
+        """Mark a prediction to cancel (its replica learns it at its next ``sync``); the first reason wins.
+
+        None for an unknown id; a finished record comes back unchanged.
+        """
+        columns = predictions.c
+        with self._engine.begin() as connection:
+            connection.execute(
+                sa.update(predictions)
+                .where(columns.id == prediction_id, _UNFINISHED, columns.cancel_reason.is_(None))
+                .values(cancel_reason=reason, updated_ts=time.time())
+            )
+            row = connection.execute(sa.select(*_PUBLIC).where(columns.id == prediction_id)).mappings().first()
+        return dict(row) if row else None
+
+    def sync(self, replica: str, updates: list[dict[str, Any]], running: list[str]) -> dict[str, str]:
+        """A replica's batch: its record updates, a heartbeat for what it runs; returns cancels asked for them."""
+        if not updates and not running:
+            return {}
+        with self._engine.begin() as connection:
+            if updates:
+                self._upsert(connection, updates)
+            if not running:
+                return {}
+            rows = connection.execute(
+                sa.update(predictions)
+                .where(predictions.c.id.in_(running))
+                .values(heartbeat_ts=time.time(), replica=replica)
+                .returning(predictions.c.id, predictions.c.cancel_reason)
+            ).all()
+        return {prediction_id: reason for prediction_id, reason in rows if reason is not None}
+
+    def reap(self, stale_after_s: float) -> list[str]:
+        """Fail the unfinished records no replica has reported for ``stale_after_s``: their replica is gone."""
+        now = time.time()
+        columns = predictions.c
+        with self._engine.begin() as connection:
+            reaped = connection.execute(
+                sa.update(predictions)
+                .where(
+                    columns.status.in_(("starting", "processing")),
+                    sa.func.coalesce(columns.heartbeat_ts, columns.created_ts) < now - stale_after_s,
+                )
+                .values(status="failed", error=LOST, completed_at=_clock.now(), updated_ts=now)
+                .returning(*_PUBLIC)
+            ).mappings()
+            records = [dict(record) for record in reaped]
+            outbox = [row for record in records for row in _outbox_rows(record, ["completed"], now)]
+            if outbox:
+                connection.execute(sa.insert(deliveries), outbox)
+        return [record["id"] for record in records]
+
+    def expire(self, retention_s: float) -> int:
+        """Remove the data (input, output, logs) of records finished and created over ``retention_s`` ago.
+
+        Also deletes finished deliveries that old (their bodies hold the same data). Returns the records' count.
+        """
+        now = time.time()
+        cutoff = now - retention_s
+        columns = predictions.c
+        due = (
+            sa.select(columns.id)
+            .where(columns.status.in_(FINAL), columns.created_ts < cutoff, columns.data_removed == sa.false())
+            .limit(EXPIRE_CHUNK)
+        )
+        removed = 0
+        while True:
+            with self._engine.begin() as connection:
+                count = connection.execute(
+                    sa.update(predictions)
+                    .where(columns.id.in_(due.scalar_subquery()))
+                    .values(input=None, output=None, logs=None, data_removed=True, updated_ts=now)
+                ).rowcount
+            removed += count
+            if count < EXPIRE_CHUNK:
+                break
+        with self._engine.begin() as connection:
+            connection.execute(
+                sa.delete(deliveries).where(deliveries.c.state != "pending", deliveries.c.created_ts < cutoff)
+            )
+        return removed
+
+    def setting(self, key: str, make: Callable[[], str]) -> str:
+        """The stored value of ``key``, else ``make()`` stored; concurrent callers all get the one stored."""
+        query = sa.select(settings.c.value).where(settings.c.key == key)
+        with self._reader.connect() as connection:
+            value = connection.scalar(query)
+        if value is not None:
+            return value
+        with self._engine.begin() as connection:
+            connection.execute(
+                self._insert(settings).values(key=key, value=make()).on_conflict_do_nothing(index_elements=["key"])
+            )
+            return connection.scalar(query)
+
+    def claim_webhooks(self, limit: int = 50, lease_s: float = 30.0) -> list[Delivery]:
+        """Claim due deliveries, oldest first, for ``lease_s``: until then no other caller gets them.
+
+        A try whose sender died is tried again once the lease ends (it counts as a try).
+        """
+        now = time.time()
+        columns = deliveries.c
+        due = (
+            sa.select(columns.id)
+            .where(columns.state == "pending", columns.next_attempt_ts <= now, columns.lease_until <= now)
+            .order_by(columns.id)
+            .limit(limit)
+        )
+        if self._engine.dialect.name == "postgresql":  # SQLite's writers are serialized already
+            due = due.with_for_update(skip_locked=True)
+        with self._engine.begin() as connection:
+            claimed = connection.execute(
+                sa.update(deliveries)
+                .where(columns.id.in_(due.scalar_subquery()))
+                .values(lease_until=now + lease_s, attempts=columns.attempts + 1)
+                .returning(columns.id, columns.prediction_id, columns.event, columns.url, columns.body, columns.attempts)
+            ).all()
+        return [
+            Delivery(id, prediction_id, event, url, body, f"{prediction_id}-{event}-{id}", attempt)
+            for id, prediction_id, event, url, body, attempt in sorted(claimed)
+        ]
+
+    def webhook_sent(self, delivery_id: int) -> None:
+        """The receiver accepted the delivery."""
+        update = sa.update(deliveries).where(deliveries.c.id == delivery_id)
+        with self._engine.begin() as connection:
+            connection.execute(update.values(state="sent", lease_until=0.0, last_error=None))
+
+    def webhook_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
+        """A try failed: pending again from ``retry_at``, or failed for good (no retry, or no tries left)."""
+        columns = deliveries.c
+        values: dict[str, Any] = {"state": "failed", "last_error": error, "lease_until": 0.0}
+        if retry_at is not None:
+            values["state"] = sa.case((columns.attempts >= columns.max_attempts, "failed"), else_="pending")
+            values["next_attempt_ts"] = retry_at
+        with self._engine.begin() as connection:
+            connection.execute(sa.update(deliveries).where(columns.id == delivery_id).values(**values))
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._engine.dispose()
