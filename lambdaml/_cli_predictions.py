@@ -58,16 +58,19 @@ def run_to_end(name: str, values: dict[str, Any], status: Console) -> Prediction
 
 def follow(prediction: Prediction, status: Console) -> None:
     """Print the prediction's new log text as it arrives (stdout) and each status it reaches (``status``)."""
-    shown_status, shown_logs = "", ""
+    shown_status, shown_logs, line_open = "", "", False
     for _ in predictions.watch(prediction):
-        if prediction.status != shown_status:
-            status.print(describe(prediction), highlight=False, markup=False)
-            shown_status = prediction.status
         logs = prediction.logs or ""
         if len(logs) > len(shown_logs) and logs.startswith(shown_logs):
             typer.echo(logs[len(shown_logs):], nl=False)
-            shown_logs = logs
-    if shown_logs and not shown_logs.endswith("\n"):
+            shown_logs, line_open = logs, not logs.endswith("\n")
+        if prediction.status != shown_status:
+            if line_open:  # a status line never continues a partial log line
+                typer.echo()
+                line_open = False
+            status.print(describe(prediction), highlight=False, markup=False)
+            shown_status = prediction.status
+    if line_open:
         typer.echo()
 
 

@@ -9,16 +9,16 @@ executor's idle-thread bookkeeping); handing the call over a ``SimpleQueue``
 and resolving the asyncio future directly costs ~45 us (bench/README.md),
 which is a third of the budget lambdaml has per request against bare Serve.
 
-``SyncRunner.run`` is that fast path. ``SyncRunner.start`` returns a ``Job``
-that can be cancelled as Cog cancels a prediction: CPython raises
-``Interrupted`` in the worker thread between two bytecodes
-(``PyThreadState_SetAsyncExc``), so Python code stops at once, and code in C
-(``time.sleep``, a CUDA call) when it returns to Python.
+``SyncRunner.run`` is that path. ``SyncRunner.start`` returns a ``Job`` that
+can be cancelled as Cog cancels a prediction: ``Interrupted`` is raised in its
+thread between two bytecodes (``PyThreadState_SetAsyncExc``), so Python code
+stops at once and code in C (``time.sleep``, a CUDA call) once it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import ctypes
 import queue
@@ -26,13 +26,24 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-_Item = tuple[asyncio.AbstractEventLoop, asyncio.Future, contextvars.Context, Callable[..., Any], dict[str, Any], "Job | None"]
-_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc  # no argtypes, so None goes as NULL: "clear"
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _PENDING, _RUNNING, _FINISHED = range(3)
+_BEFORE = "cancelled before it started"
 
 
 class Interrupted(BaseException):
-    """Raised in a cancelled job's thread, and by its future. A BaseException, so a model's ``except Exception`` lets it through."""
+    """Raised in a cancelled job's thread, and by its future; a BaseException, so ``except Exception`` lets it by."""
+
+
+class _Spent(BaseException):
+    """Replaces an Interrupted that may still be pending when a job ends; raised and caught there at once."""
+
+
+_INTERRUPTED, _SPENT = ctypes.py_object(Interrupted), ctypes.py_object(_Spent)
+
+
+def _checkpoint() -> None:
+    pass
 
 
 def _resolve(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
@@ -46,56 +57,52 @@ def _resolve(future: asyncio.Future, result: Any, error: BaseException | None) -
 
 class Job:
     """A call started by ``SyncRunner.start``. ``done_future`` gets its result, its exception or ``Interrupted``
-    only once the function has really stopped and its thread is back in the pool; never cancel it, shield it."""
+    only once the function has really stopped and its thread is back in the pool; shield it, never cancel it.
+    ``running``: started in its thread and not finished. ``finished``: returned, raised, was interrupted, or was
+    cancelled before it started; either way it holds no thread."""
 
     __slots__ = ("done_future", "_loop", "_lock", "_state", "_interrupted", "_ident")
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.done_future: asyncio.Future = loop.create_future()
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._state = _PENDING
-        self._interrupted = False
-        self._ident = 0
+        self._loop, self._lock = loop, threading.Lock()
+        self._state, self._interrupted, self._ident = _PENDING, False, None  # _ident: its thread's, once _RUNNING
 
     @property
     def running(self) -> bool:
-        """Started in its thread and not finished."""
         return self._state == _RUNNING
 
     @property
     def finished(self) -> bool:
-        """Returned, raised, was interrupted, or was cancelled before it started: it holds no thread."""
         return self._state == _FINISHED
 
     async def wait(self) -> Any:
-        """The function's result (or exception). Cancelling the awaiting task leaves the job as it is: call ``cancel``."""
+        """The function's result (or exception). Cancelling the awaiting task leaves the job alone: call ``cancel``."""
         return await asyncio.shield(self.done_future)
 
     def cancel(self) -> None:
         """From any thread: a job not started yet never starts (``Interrupted`` at once); a running one gets
-        ``Interrupted`` raised in its thread (in C code, when that returns); a finished one is left alone."""
+        ``Interrupted`` raised in its thread (in C code, once that returns); a finished one is left alone."""
         with self._lock:
             if self._state == _PENDING:
                 self._state = _FINISHED
-                try:
-                    self._loop.call_soon_threadsafe(_resolve, self.done_future, None, Interrupted("cancelled before it started"))
-                except RuntimeError:  # the loop closed
-                    pass
+                with contextlib.suppress(RuntimeError):  # the loop closed
+                    self._loop.call_soon_threadsafe(_resolve, self.done_future, None, Interrupted(_BEFORE))
             elif self._state == _RUNNING and not self._interrupted:
                 self._interrupted = True
-                _set_async_exc(ctypes.c_ulong(self._ident), ctypes.py_object(Interrupted))
+                _set_async_exc(self._ident, _INTERRUPTED)
 
-    def _run(self, ident: int, context: contextvars.Context, function: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[Any, BaseException | None]:
-        # cancel() may set the exception just as the function returns, so it can fire anywhere in this code
-        # until the state is _FINISHED, never later: cancel() sets it only while _RUNNING, at most once, and
-        # under self._lock; _finish() sets _FINISHED and clears a pending one under that lock. If it fires
-        # here instead (the outer except), nothing is left pending. Either way the worker loop gets a clean thread.
+    def _run(self, ident: ctypes.c_ulong, context: contextvars.Context, function: Callable[..., Any], kwargs: dict):
+        # cancel() sets the Interrupted at most once, only while _RUNNING, under self._lock. So it may fire anywhere
+        # here until _finish() marks the job _FINISHED under that lock (the outer except catches it), and never
+        # later: if it is still pending then, _finish() replaces it with a _Spent that fires and is caught at once.
+        # (Clearing it with PyThreadState_SetAsyncExc(ident, NULL) leaves CPython 3.11's eval breaker stuck on:
+        # under a tracer or profiler, coverage or pdb, the thread's next Python call would then never return.)
         result, error = None, None
         try:
             with self._lock:
                 if self._state != _PENDING:
-                    return None, Interrupted("cancelled before it started")
+                    return None, Interrupted(_BEFORE)
                 self._state, self._ident = _RUNNING, ident
             try:
                 result = context.run(function, **kwargs)
@@ -110,7 +117,10 @@ class Job:
     def _finish(self) -> None:
         with self._lock:
             self._state = _FINISHED
-            pass
+            if self._interrupted:
+                with contextlib.suppress(_Spent):
+                    _set_async_exc(self._ident, _SPENT)  # raised as this call returns,
+                    _checkpoint()  # or at the latest as a Python function starts
 
 
 class SyncRunner:
@@ -118,7 +128,7 @@ class SyncRunner:
 
     def __init__(self, name: str):
         self._name = name
-        self._jobs: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self._idle = 0
         self._lock = threading.Lock()
         self._threads = 0
@@ -132,7 +142,7 @@ class SyncRunner:
         return await future
 
     def start(self, function: Callable[..., Any], kwargs: dict[str, Any]) -> Job:
-        """Like ``run``, but returns a cancelable ``Job``; call it on the event loop, then ``await job.wait()``."""
+        """Like ``run``, but returns a cancelable ``Job`` at once; call it on the event loop."""
         job = Job(asyncio.get_running_loop())
         self._claim()
         self._jobs.put((job._loop, job.done_future, contextvars.copy_context(), function, kwargs, job))
@@ -147,7 +157,7 @@ class SyncRunner:
                 threading.Thread(target=self._work, name=f"{self._name}-{self._threads}", daemon=True).start()
 
     def _work(self) -> None:
-        ident = threading.get_ident()
+        ident = ctypes.c_ulong(threading.get_ident())
         while True:
             loop, future, context, function, kwargs, job = self._jobs.get()
             result, error = None, None

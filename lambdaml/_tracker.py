@@ -19,10 +19,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from lambdaml import _clock
+
 FINAL = frozenset({"succeeded", "failed", "canceled"})
 CANCELED_BY_CALLER = "Canceled by the caller."
-CALLER_WENT_AWAY = "Canceled: the caller went away before the prediction finished (a sync request cancels its prediction)."
+CALLER_WENT_AWAY = "Canceled: the caller went away before the prediction finished."
 DEADLINE_PASSED = "Canceled: the prediction's deadline (Cancel-After) passed."
+STUCK = "Its predict did not stop within the grace period (LAMBDAML_CANCEL_GRACE), so its replica was replaced."
 SHUT_DOWN = "Canceled: the replica running it shut down before it finished."
 
 Send = Callable[[list[dict[str, Any]], list[str]], Awaitable[dict[str, str]]]  # (updates, running ids) -> cancels
@@ -102,6 +105,7 @@ class Tracker:
         self._loop_task: asyncio.Task | None = None
         self._lock: asyncio.Lock | None = None
         self._warned = 0.0
+        self._doomed: str | None = None
 
     def add(self, record: dict[str, Any], input_hash: str) -> Flight:
         flight = Flight(record, input_hash)
@@ -134,12 +138,22 @@ class Tracker:
         return sum(1 for flight in self.flights.values() if flight.background)
 
     def stuck(self) -> str | None:
-        """Why this replica must be replaced: a canceled prediction still runs past the grace period."""
-        now = time.monotonic()
-        for flight in self.flights.values():
-            if flight.canceled_at is not None and now - flight.canceled_at > self._grace:
-                return f"prediction {flight.record['id']} was canceled {now - flight.canceled_at:.0f} s ago and still runs"
-        return None
+        """Why this replica must be replaced: a canceled prediction still ran past the grace period.
+
+        Once found, that stays the answer (the replica is doomed), and the prediction's record
+        ends now as canceled, since the replica and its thread are about to be stopped.
+        """
+        if self._doomed is None:
+            now = time.monotonic()
+            for flight in list(self.flights.values()):
+                if flight.canceled_at is not None and now - flight.canceled_at > self._grace:
+                    self._doomed = (
+                        f"prediction {flight.record['id']} was canceled and did not stop within {self._grace:g} s "
+                        "(LAMBDAML_CANCEL_GRACE), so this replica is replaced"
+                    )
+                    ended = {"status": "canceled", "error": f"{flight.reason()} {STUCK}", "completed_at": _clock.now()}
+                    self.finished(flight, {**flight.record, **ended})
+        return self._doomed
 
     async def flush(self) -> None:
         """Send what is pending now (a 202 answer promises the record can be read)."""

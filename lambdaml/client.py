@@ -69,12 +69,12 @@ def request(method: str, url: str, doing: str, timeout: float = 30.0, **kwargs: 
     except httpx.TimeoutException:
         raise ClusterError(
             f"{_origin(url)} did not answer within {timeout:g} s ({doing}). The cluster may be overloaded or "
-            "unreachable from here; check it with `lambdaml status NAME`."
+            "unreachable from here; check it with `lambdaml ls`."
         ) from None
     except httpx.TransportError as exc:
         raise ClusterError(
             f"The connection to {_origin(url)} broke ({doing}): {exc or type(exc).__name__}. Try again; "
-            "if it keeps happening, check the cluster with `lambdaml status NAME`."
+            "if it keeps happening, check the cluster with `lambdaml ls`."
         ) from None
 
 

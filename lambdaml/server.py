@@ -412,7 +412,7 @@ class ModelServer:
 
     async def check_health(self) -> None:
         """Serve's health probe: a replica with a predict that will not stop must be replaced."""
-        reason = self.runtime.stuck or self.tracker.stuck()
+        reason = self.tracker.stuck() or self.runtime.stuck  # the tracker's first: it also ends the record
         if reason is not None:
             raise RuntimeError(reason)
 

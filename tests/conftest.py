@@ -146,3 +146,13 @@ def http_files(cluster, tmp_path_factory):
     os.environ["LAMBDAML_ALLOWED_HOSTS"] = f"127.0.0.1:{port}"
     yield folder, f"http://127.0.0.1:{port}", _CountingHandler.requests
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """One real PostgreSQL server on loopback for the session (Debian's postgresql package); yields its URL."""
+    from tests.postgres import postgres_server
+
+    # Under /tmp, not tmp_path: the server runs as an unprivileged user, who cannot enter pytest's root-only folders.
+    with tempfile.TemporaryDirectory(prefix="lmpg-") as folder, postgres_server(Path(folder)) as url:
+        yield url

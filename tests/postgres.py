@@ -16,6 +16,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
+
 from lambdaml._head import free_port
 
 SERVER_USER = "nobody"  # only used when running as root
@@ -47,8 +49,6 @@ def _run(command: list[str], folder: Path) -> None:
 @contextlib.contextmanager
 def postgres_server(folder: Path) -> Iterator[str]:
     """Start a server with data and socket in ``folder``; yield its ``postgresql://`` URL; stop it."""
-    import psycopg
-
     bin_dir = _bin_dir()
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "data"
@@ -61,9 +61,11 @@ def postgres_server(folder: Path) -> Iterator[str]:
                 "(pytest's tmp_path is not; use tempfile.mkdtemp())"
             )
     port = free_port()
-    _run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"], folder)
+    initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-locale", "-E", "UTF8"]
+    _run(initdb, folder)
     options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={folder}"
-    _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w", "start"], folder)
+    log = folder / "server.log"
+    _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start"], folder)
     try:
         with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as connection:
             connection.execute("CREATE DATABASE lambdaml")

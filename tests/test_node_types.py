@@ -101,6 +101,7 @@ def simulated(tmp_path_factory):
         **os.environ,
         "LAMBDAML_TEMP_DIR": str(temp_dir),
         "LAMBDAML_ARTIFACTS": str(temp_dir / "artifacts"),
+        "LAMBDAML_DATABASE_URL": f"sqlite:///{workdir / 'records.db'}",
         "LAMBDAML_RAY_PORT": str(free_port()),
         "LAMBDAML_HTTP_PORT": str(free_port()),
         "LAMBDAML_DASHBOARD_PORT": str(free_port()),
@@ -150,6 +151,12 @@ def test_a100_node_is_added_on_demand_and_removed_when_idle(simulated):
     assert output["x"] == 7 and output["node"] != head.node_id
     assert nodes[output["node"]].resources_total["accelerator_type:A100"] == 1
     assert output["gpus"] == ["0"]  # Ray gave the replica one of the fake node's GPUs
+    # Its record was written like any other, from the fake node, by the control application on the head.
+    deadline = time.monotonic() + 10  # records are sent in batches, every 0.1 s
+    while not (records := httpx.get(f"{http_url}/v1/predictions", params={"model": "captioner"}, timeout=30).json()["results"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert [(r["status"], r["output"]) for r in records] == [("succeeded", output)]
 
     # The fallback list: no H100 type exists, so gpu=["H100", "A100"] is served by an A100 node.
     fallback = _predict(http_url, "fallback", 8)

@@ -229,3 +229,43 @@ def test_an_interrupt_racing_the_end_of_a_job_never_leaks_into_the_worker(monkey
     assert len(outcomes) == 200 and {"finished", "interrupted"} <= set(outcomes), outcomes
     assert len({ident for ident, _ in results}) == threads and {total for _, total in results} == {short(100_000)}
     assert not deaths
+
+
+def test_an_interrupt_arriving_anywhere_in_the_workers_own_code_leaves_the_thread_clean(monkeypatch):
+    # The random races above rarely land between the function's return and the end of the job. Here a profile hook in
+    # the worker thread has another thread cancel the job at the hook's n-th event after the function's last line,
+    # for every n up to past the point where the thread waits on the queue again.
+    deaths = _worker_deaths(monkeypatch)
+
+    def function(box: list, ready: threading.Event, n: int) -> str:
+        events = 0
+
+        def hook(frame, event, arg) -> None:
+            nonlocal events
+            events += 1
+            if events == n:
+                sys.setprofile(None)
+                canceller = threading.Thread(target=box[0].cancel)
+                canceller.start()
+                canceller.join(0.05)  # times out where this thread holds the job's lock: cancel() waits for it
+
+        ready.wait()
+        sys.setprofile(hook)
+        return "done"
+
+    async def main():
+        runner = SyncRunner("t")
+        outcomes = []
+        for n in range(1, 40):
+            box, ready = [], threading.Event()
+            box.append(runner.start(function, {"box": box, "ready": ready, "n": n}))
+            ready.set()
+            try:
+                outcomes.append(await asyncio.wait_for(box[0].wait(), 5))
+            except Interrupted:
+                outcomes.append("interrupted")
+            assert box[0].finished
+        return outcomes, await asyncio.wait_for(runner.run(lambda: "next", {}), 5), runner._threads
+
+    outcomes, last, threads = asyncio.run(main())
+    assert "interrupted" in outcomes and "done" in outcomes and last == "next" and threads == 1 and not deaths

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,7 +54,9 @@ def _not_found(prediction_id: str) -> Response:
 class ControlServer:
     """One replica of the control application."""
 
-    def __init__(self, database: str, retention_s: float):
+    def __init__(self, database: str, retention_s: float, allowed_hosts: str | None = None):
+        if allowed_hosts:  # webhook receivers the operator allows on internal addresses (lambdaml._urls)
+            os.environ["LAMBDAML_ALLOWED_HOSTS"] = allowed_hosts
         self.records = Records(database)
         self._secret = self.records.setting("webhook_secret", new_secret)
         self._retention = retention_s
@@ -68,7 +71,7 @@ class ControlServer:
         self._loops = [
             loop.create_task(_every(WEBHOOKS_EVERY_S, self._sender.run_once)),
             loop.create_task(_every(REAP_EVERY_S, self._reap, first_delay=STALE_AFTER_S)),
-            loop.create_task(_every(EXPIRE_EVERY_S, self._expire)),
+            loop.create_task(_every(min(EXPIRE_EVERY_S, max(self._retention / 4, 0.5)), self._expire)),
         ]
 
     async def _reap(self) -> None:
@@ -208,7 +211,7 @@ def application(database: str | None = None) -> Any:
         # competes with models for room.
         ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
         health_check_period_s=2,
-    ).bind(database or database_url(), retention())
+    ).bind(database or database_url(), retention(), os.environ.get("LAMBDAML_ALLOWED_HOSTS"))
 
 
 def ensure_running(database: str | None = None, replace: bool = False) -> None:

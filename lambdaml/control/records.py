@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,8 +32,8 @@ from lambdaml.errors import LambdamlError
 SCHEMA_VERSION = 1
 FINAL = ("succeeded", "failed", "canceled")
 LOST = "The replica running this prediction was lost before it finished (it stopped reporting)."
-COMPLETED_MAX_ATTEMPTS = 12  # the other events are tried once: a later one supersedes them
-EXPIRE_CHUNK = 1000  # records per retention transaction, so a backlog never holds the write lock for long
+COMPLETED_MAX_ATTEMPTS = 12  # the other events are tried once: a later event supersedes them
+EXPIRE_CHUNK = 1000  # records per retention transaction: a backlog never holds the write lock for long
 
 # Plain JSON, not JSONB: JSONB reorders a model's output keys, and nothing queries inside these columns.
 _JSON = sa.JSON(none_as_null=True)
@@ -93,10 +95,12 @@ settings = sa.Table(
 )
 schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
 
-PUBLIC = tuple(column.name for column in predictions.columns)[: list(predictions.columns.keys()).index("created_ts")]
+PUBLIC = ("id", "model", "version", "status", "input", "output", "logs", "error", "created_at", "started_at")
+PUBLIC += ("completed_at", "metrics", "urls", "deadline", "data_removed", "webhook", "webhook_events_filter")
 _PUBLIC = [predictions.c[name] for name in PUBLIC]
 # Inline, not a bound list: an upsert runs as executemany, which cannot expand a list parameter.
 _UNFINISHED = predictions.c.status.not_in([sa.literal_column(f"'{status}'") for status in FINAL])
+_CLAIMED = [deliveries.c[name] for name in ("id", "prediction_id", "event", "url", "body", "attempts")]
 _PRIVATE_KEYS = {"_replica": "replica", "_input_hash": "input_hash"}
 _MIGRATION_LOCK = 0x6C616D62  # pg_advisory_xact_lock key: control replicas starting together create tables once
 
@@ -115,7 +119,7 @@ class Delivery:
 
 
 def _driver_url(url: str) -> str:
-    """PostgreSQL URLs as people write them, on the psycopg (v3) driver this package installs."""
+    """PostgreSQL URLs as people write them, on the psycopg (v3) driver lambdaml installs."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
@@ -133,27 +137,28 @@ def database_url() -> str:
 
 
 def _sqlite_connect(connection: Any, _record: Any) -> None:
-    # Transactions are begun by _sqlite_begin, not by the driver (which would begin DEFERRED).
-    connection.isolation_level = None
+    connection.isolation_level = None  # _sqlite_begin begins transactions, not the driver (always DEFERRED)
     for pragma in ("journal_mode=WAL", "busy_timeout=5000", "foreign_keys=ON", "synchronous=NORMAL"):
         connection.execute(f"PRAGMA {pragma}")
 
 
 def _sqlite_begin(connection: sa.Connection) -> None:
-    # A writer takes the write lock up front, so a busy database makes it wait (busy_timeout) instead of
-    # failing with "database is locked" when a deferred read would have to be upgraded.
+    # A writer takes the write lock up front, so a busy database makes it wait (busy_timeout) rather
+    # than fail with "database is locked" when a deferred transaction would have to upgrade.
     read = connection.get_execution_options().get("lambdaml_read")
     connection.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
 
 def _engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
-        # QueuePool: one connection per calling thread at a time (the control app calls from worker threads).
+        # QueuePool: a connection per calling thread at a time (the control app calls from worker threads).
         engine = sa.create_engine(url, poolclass=sa.pool.QueuePool, connect_args={"check_same_thread": False})
         sa.event.listen(engine, "connect", _sqlite_connect)
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)  # a restarted server must not fail the next call
+    # No pool_pre_ping: a round trip per transaction. After a server restart the first call fails, and
+    # SQLAlchemy then replaces every pooled connection.
+    return sa.create_engine(url)
 
 
 def _timestamp(iso: str) -> float:
@@ -167,7 +172,7 @@ def _cursor(direction: str, row: dict[str, Any]) -> str:
 
 
 def _parse_cursor(cursor: str) -> tuple[str, float, str]:
-    """The cursor's direction and key; ValueError for anything this module did not make."""
+    """The cursor's direction and key; ValueError for anything ``_cursor`` did not make."""
     try:
         direction, created_ts, prediction_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, TypeError, binascii.Error):
@@ -182,9 +187,8 @@ def _outbox_rows(record: dict[str, Any], events: list[str], now: float) -> list[
     wanted = record["webhook_events_filter"]
     if not record["webhook"]:
         return []
-    body = json.dumps(record)
-    row = {"prediction_id": record["id"], "url": record["webhook"], "body": body, "state": "pending", "attempts": 0}
-    row.update(next_attempt_ts=now, lease_until=0.0, created_ts=now)
+    row = {"prediction_id": record["id"], "url": record["webhook"], "body": json.dumps(record), "state": "pending"}
+    row.update(attempts=0, next_attempt_ts=now, lease_until=0.0, created_ts=now)
     return [
         {**row, "event": event, "max_attempts": COMPLETED_MAX_ATTEMPTS if event == "completed" else 1}
         for event in dict.fromkeys(events)  # coalesced updates may repeat an event: one delivery, latest body
@@ -213,16 +217,26 @@ class Records:
         self.url = _driver_url(url or database_url())
         self._engine = _engine(self.url)
         self._reader = self._engine.execution_options(lambdaml_read=True)
-        self._insert = sqlite.insert if self._engine.dialect.name == "sqlite" else postgresql.insert
+        sqlite_file = self._engine.dialect.name == "sqlite"
+        self._insert = sqlite.insert if sqlite_file else postgresql.insert
+        # SQLite has one writer at a time, and its busy handler polls: threads left to race for the lock
+        # starve one another past busy_timeout. Queued on a lock here, they wait their turn instead.
+        self._writing = threading.Lock() if sqlite_file else contextlib.nullcontext()
         try:
             self._migrate()
         except BaseException:
             self._engine.dispose()
             raise
 
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction (committed at the end)."""
+        with self._writing, self._engine.begin() as connection:
+            yield connection
+
     def _migrate(self) -> None:
         """Create the tables if absent; refuse a database made by a newer lambdaml."""
-        with self._engine.begin() as connection:
+        with self._write() as connection:
             if connection.dialect.name == "postgresql":
                 connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             found = None
@@ -239,22 +253,22 @@ class Records:
                 connection.execute(sa.insert(schema_version).values(version=SCHEMA_VERSION))
 
     def upsert(self, updates: list[dict[str, Any]]) -> None:
-        """Insert or merge records (partial updates allowed), with their webhook deliveries, in one transaction."""
+        """Insert or merge records (partial updates allowed), with the deliveries they fire, in one transaction."""
         if updates:
-            with self._engine.begin() as connection:
+            with self._write() as connection:
                 self._upsert(connection, updates)
 
     def _upsert(self, connection: sa.Connection, updates: list[dict[str, Any]]) -> None:
-        now, now_iso = time.time(), _clock.now()
+        now, now_iso, columns = time.time(), _clock.now(), predictions.c
         merged = _coalesce(updates)
         events = {prediction_id: update["_events"] for prediction_id, update in merged.items() if update["_events"]}
-        if events:  # locked until commit, so an update the guard lets through now is one that changes its record
-            query = sa.select(predictions.c.id, predictions.c.status).where(predictions.c.id.in_(events))
-            for prediction_id, status in connection.execute(query.order_by(predictions.c.id).with_for_update()):
+        if events:  # locked until commit: an update the guard lets through now is one that changes its record
+            query = sa.select(columns.id, columns.status).where(columns.id.in_(events)).order_by(columns.id)
+            for prediction_id, status in connection.execute(query.with_for_update()):
                 if status in FINAL:
                     del events[prediction_id]
-        # One statement per shape of update (the columns it sets), executed many (RETURNING would make
-        # SQLAlchemy inline every row into one long statement, which psycopg parses at ~2 ms a batch).
+        # One statement per shape of update (the columns it sets), executed many. Not RETURNING: SQLAlchemy
+        # then inlines the rows into one long statement, which psycopg parses at ~2 ms a batch.
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for _, update in sorted(merged.items()):  # one lock order for every caller
             row = {key: value for key, value in update.items() if not key.startswith("_")}
@@ -263,13 +277,13 @@ class Records:
                 row["created_ts"] = _timestamp(row["created_at"])
             groups.setdefault(tuple(sorted(row)), []).append(row)
         defaults = {"status": "starting", "created_at": now_iso, "created_ts": now, "data_removed": False}
-        for columns, rows in groups.items():
+        for names, rows in groups.items():
             statement = self._insert(predictions)
-            changes = {column: statement.excluded[column] for column in (*columns, "updated_ts") if column != "id"}
+            changes = {name: statement.excluded[name] for name in (*names, "updated_ts") if name != "id"}
             statement = statement.on_conflict_do_update(index_elements=["id"], set_=changes, where=_UNFINISHED)
             connection.execute(statement, [{**defaults, **row, "updated_ts": now} for row in rows])
         if events:
-            changed = connection.execute(sa.select(*_PUBLIC).where(predictions.c.id.in_(events))).mappings()
+            changed = connection.execute(sa.select(*_PUBLIC).where(columns.id.in_(events))).mappings()
             outbox = [row for record in changed for row in _outbox_rows(dict(record), events[record["id"]], now)]
             if outbox:
                 connection.execute(sa.insert(deliveries), outbox)
@@ -288,10 +302,10 @@ class Records:
     def page(
         self, model: str | None = None, cursor: str | None = None, limit: int = 100
     ) -> tuple[list[dict[str, Any]], str | None, str | None]:
-        """Records newest first, with the next (older) and previous (newer) pages' cursors.
+        """Records newest first, with the cursors of the next (older) and previous (newer) pages.
 
         Keyset pagination on (created_ts, id): a page costs the same however deep, and records
-        created meanwhile neither shift nor repeat the later pages. ValueError for a bad cursor.
+        created meanwhile neither shift nor repeat later pages. ValueError for a bad cursor.
         """
         columns = predictions.c
         query = sa.select(*_PUBLIC, columns.created_ts)
@@ -302,104 +316,80 @@ class Records:
             direction, created_ts, prediction_id = _parse_cursor(cursor)
             key, bound = sa.tuple_(columns.created_ts, columns.id), sa.tuple_(created_ts, prediction_id)
             query = query.where(key > bound if direction == "previous" else key < bound)
-        if direction == "previous":
-            query = query.order_by(columns.created_ts.asc(), columns.id.asc())
-        else:
-            query = query.order_by(columns.created_ts.desc(), columns.id.desc())
+        backward = direction == "previous"
+        order = (columns.created_ts, columns.id) if backward else (columns.created_ts.desc(), columns.id.desc())
         with self._reader.connect() as connection:
-            rows = [dict(row) for row in connection.execute(query.limit(limit + 1)).mappings()]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        if direction == "previous":
+            rows = [dict(row) for row in connection.execute(query.order_by(*order).limit(limit + 1)).mappings()]
+        more, rows = len(rows) > limit, rows[:limit]
+        if backward:
             rows.reverse()
         if not rows:
             return [], None, None
-        newer = more if direction == "previous" else cursor is not None  # a cursor came from the other side
-        older = more if direction == "next" else True
+        older = more if not backward else True  # a page reached backward was reached from an older one
+        newer = more if backward else cursor is not None
         next_cursor = _cursor("next", rows[-1]) if older else None
         previous_cursor = _cursor("previous", rows[0]) if newer else None
         return [{name: row[name] for name in PUBLIC} for row in rows], next_cursor, previous_cursor
 
     def request_cancel(self, prediction_id: str, reason: str) -> dict[str, Any] | None:
-        """Mark a prediction to cancel (its replica learns it at its next ``sync``); the first reason wins.
+        """Ask to cancel (the replica learns it at its next ``sync``); the first reason wins.
 
         None for an unknown id; a finished record comes back unchanged.
         """
         columns = predictions.c
-        with self._engine.begin() as connection:
-            connection.execute(
-                sa.update(predictions)
-                .where(columns.id == prediction_id, _UNFINISHED, columns.cancel_reason.is_(None))
-                .values(cancel_reason=reason, updated_ts=time.time())
-            )
+        ask = sa.update(predictions).where(columns.id == prediction_id, _UNFINISHED, columns.cancel_reason.is_(None))
+        with self._write() as connection:
+            connection.execute(ask.values(cancel_reason=reason, updated_ts=time.time()))
             row = connection.execute(sa.select(*_PUBLIC).where(columns.id == prediction_id)).mappings().first()
         return dict(row) if row else None
 
     def sync(self, replica: str, updates: list[dict[str, Any]], running: list[str]) -> dict[str, str]:
-        """A replica's batch: its record updates, a heartbeat for what it runs; returns cancels asked for them."""
+        """A replica's batch: its updates, and a heartbeat for what it runs; returns the cancels asked for those."""
         if not updates and not running:
             return {}
-        with self._engine.begin() as connection:
+        with self._write() as connection:
             if updates:
                 self._upsert(connection, updates)
             if not running:
                 return {}
-            rows = connection.execute(
-                sa.update(predictions)
-                .where(predictions.c.id.in_(running))
-                .values(heartbeat_ts=time.time(), replica=replica)
-                .returning(predictions.c.id, predictions.c.cancel_reason)
-            ).all()
+            heartbeat = sa.update(predictions).where(predictions.c.id.in_(running))
+            heartbeat = heartbeat.values(heartbeat_ts=time.time(), replica=replica)
+            rows = connection.execute(heartbeat.returning(predictions.c.id, predictions.c.cancel_reason)).all()
         return {prediction_id: reason for prediction_id, reason in rows if reason is not None}
 
     def reap(self, stale_after_s: float) -> list[str]:
         """Fail the unfinished records no replica has reported for ``stale_after_s``: their replica is gone."""
-        now = time.time()
-        columns = predictions.c
-        with self._engine.begin() as connection:
-            reaped = connection.execute(
-                sa.update(predictions)
-                .where(
-                    columns.status.in_(("starting", "processing")),
-                    sa.func.coalesce(columns.heartbeat_ts, columns.created_ts) < now - stale_after_s,
-                )
-                .values(status="failed", error=LOST, completed_at=_clock.now(), updated_ts=now)
-                .returning(*_PUBLIC)
-            ).mappings()
-            records = [dict(record) for record in reaped]
+        now, columns = time.time(), predictions.c
+        last_seen = sa.func.coalesce(columns.heartbeat_ts, columns.created_ts)
+        stale = (columns.status.in_(("starting", "processing")), last_seen < now - stale_after_s)
+        fail = sa.update(predictions).where(*stale)
+        fail = fail.values(status="failed", error=LOST, completed_at=_clock.now(), updated_ts=now)
+        with self._write() as connection:
+            records = [dict(record) for record in connection.execute(fail.returning(*_PUBLIC)).mappings()]
             outbox = [row for record in records for row in _outbox_rows(record, ["completed"], now)]
             if outbox:
                 connection.execute(sa.insert(deliveries), outbox)
         return [record["id"] for record in records]
 
     def expire(self, retention_s: float) -> int:
-        """Remove the data (input, output, logs) of records finished and created over ``retention_s`` ago.
+        """Remove input, output and logs of the finished records created over ``retention_s`` ago; count them.
 
-        Also deletes finished deliveries that old (their bodies hold the same data). Returns the records' count.
+        Also deletes the finished deliveries that old: their bodies hold the same data.
         """
-        now = time.time()
+        now, columns = time.time(), predictions.c
         cutoff = now - retention_s
-        columns = predictions.c
-        due = (
-            sa.select(columns.id)
-            .where(columns.status.in_(FINAL), columns.created_ts < cutoff, columns.data_removed == sa.false())
-            .limit(EXPIRE_CHUNK)
-        )
-        removed = 0
-        while True:
-            with self._engine.begin() as connection:
-                count = connection.execute(
-                    sa.update(predictions)
-                    .where(columns.id.in_(due.scalar_subquery()))
-                    .values(input=None, output=None, logs=None, data_removed=True, updated_ts=now)
-                ).rowcount
+        due = sa.select(columns.id).where(columns.status.in_(FINAL), columns.created_ts < cutoff)
+        due = due.where(columns.data_removed == sa.false()).limit(EXPIRE_CHUNK)
+        removal = sa.update(predictions).where(columns.id.in_(due.scalar_subquery()))
+        removal = removal.values(input=None, output=None, logs=None, data_removed=True, updated_ts=now)
+        removed, count = 0, EXPIRE_CHUNK
+        while count == EXPIRE_CHUNK:
+            with self._write() as connection:
+                count = connection.execute(removal).rowcount
             removed += count
-            if count < EXPIRE_CHUNK:
-                break
-        with self._engine.begin() as connection:
-            connection.execute(
-                sa.delete(deliveries).where(deliveries.c.state != "pending", deliveries.c.created_ts < cutoff)
-            )
+        done = sa.delete(deliveries).where(deliveries.c.state != "pending", deliveries.c.created_ts < cutoff)
+        with self._write() as connection:
+            connection.execute(done)
         return removed
 
     def setting(self, key: str, make: Callable[[], str]) -> str:
@@ -409,34 +399,25 @@ class Records:
             value = connection.scalar(query)
         if value is not None:
             return value
-        with self._engine.begin() as connection:
-            connection.execute(
-                self._insert(settings).values(key=key, value=make()).on_conflict_do_nothing(index_elements=["key"])
-            )
+        insert = self._insert(settings).values(key=key, value=make()).on_conflict_do_nothing(index_elements=["key"])
+        with self._write() as connection:
+            connection.execute(insert)
             return connection.scalar(query)
 
     def claim_webhooks(self, limit: int = 50, lease_s: float = 30.0) -> list[Delivery]:
         """Claim due deliveries, oldest first, for ``lease_s``: until then no other caller gets them.
 
-        A try whose sender died is tried again once the lease ends (it counts as a try).
+        A try whose sender died is tried again once its lease ends (it counts as a try).
         """
-        now = time.time()
-        columns = deliveries.c
-        due = (
-            sa.select(columns.id)
-            .where(columns.state == "pending", columns.next_attempt_ts <= now, columns.lease_until <= now)
-            .order_by(columns.id)
-            .limit(limit)
-        )
+        now, columns = time.time(), deliveries.c
+        due = sa.select(columns.id).where(columns.state == "pending", columns.next_attempt_ts <= now)
+        due = due.where(columns.lease_until <= now).order_by(columns.id).limit(limit)
         if self._engine.dialect.name == "postgresql":  # SQLite's writers are serialized already
             due = due.with_for_update(skip_locked=True)
-        with self._engine.begin() as connection:
-            claimed = connection.execute(
-                sa.update(deliveries)
-                .where(columns.id.in_(due.scalar_subquery()))
-                .values(lease_until=now + lease_s, attempts=columns.attempts + 1)
-                .returning(columns.id, columns.prediction_id, columns.event, columns.url, columns.body, columns.attempts)
-            ).all()
+        claim = sa.update(deliveries).where(columns.id.in_(due.scalar_subquery()))
+        claim = claim.values(lease_until=now + lease_s, attempts=columns.attempts + 1)
+        with self._write() as connection:
+            claimed = connection.execute(claim.returning(*_CLAIMED)).all()
         return [
             Delivery(id, prediction_id, event, url, body, f"{prediction_id}-{event}-{id}", attempt)
             for id, prediction_id, event, url, body, attempt in sorted(claimed)
@@ -445,7 +426,7 @@ class Records:
     def webhook_sent(self, delivery_id: int) -> None:
         """The receiver accepted the delivery."""
         update = sa.update(deliveries).where(deliveries.c.id == delivery_id)
-        with self._engine.begin() as connection:
+        with self._write() as connection:
             connection.execute(update.values(state="sent", lease_until=0.0, last_error=None))
 
     def webhook_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
@@ -455,7 +436,7 @@ class Records:
         if retry_at is not None:
             values["state"] = sa.case((columns.attempts >= columns.max_attempts, "failed"), else_="pending")
             values["next_attempt_ts"] = retry_at
-        with self._engine.begin() as connection:
+        with self._write() as connection:
             connection.execute(sa.update(deliveries).where(columns.id == delivery_id).values(**values))
 
     def close(self) -> None:
