@@ -100,7 +100,7 @@ def _head_environment(settings: ClusterSettings) -> dict[str, str]:
             **LOCAL_ONLY,
             # Idle workers (see lambdaml._warm_workers) import Serve's replica code and
             # ours ahead of time, so a replica starts without paying for imports.
-            "RAY_preload_python_modules": "ray.serve._private.replica,lambdaml.server",
+            "RAY_preload_python_modules": "ray.serve._private.replica,lambdaml._ray_internals,lambdaml.server",
             "RAY_worker_cap_enabled": "false",
             # Custom metrics (lambdaml_*) reach the Prometheus endpoint within 2 s, not 10.
             "RAY_metrics_report_interval_ms": "2000",
@@ -231,6 +231,7 @@ def start(resources: dict[str, float] | None = None, simulate: Simulation | None
     _wait_for_head(process, settings, log_path)
     keeper = _start_keeper(settings, info, environment, log_path, node_types)
     _wait_for_port(keeper, settings.http_port, log_path, "the HTTP ingress")
+    _wait_for_records_route(keeper, settings, log_path)
     _state_path(settings).write_text(json.dumps(asdict(info)))
     return info
 
@@ -278,6 +279,24 @@ def _wait_for_port(process: subprocess.Popen, port: int, log_path: Path, what: s
             return
         time.sleep(0.2)
     raise ClusterError(f"{what} did not start within {_START_TIMEOUT_S:.0f} s; see {log_path}")
+
+
+def _wait_for_records_route(process: subprocess.Popen, settings: ClusterSettings, log_path: Path) -> None:
+    """The keeper starts the records API (``/v1``): the cluster is up once the ingress routes it."""
+    import httpx
+
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise ClusterError(f"the cluster's keeper exited while starting. The log ({log_path}) ends with:\n{tail}")
+        try:
+            if "/v1" in httpx.get(f"{settings.http_url}/-/routes", timeout=5).json():
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise ClusterError(f"the records API (/v1) did not start within {_START_TIMEOUT_S:.0f} s; see {log_path}")
 
 
 def _cluster_processes(temp_dir: Path, session_id: int | None) -> list[int]:

@@ -26,6 +26,7 @@ CANCELED_BY_CALLER = "Canceled by the caller."
 CALLER_WENT_AWAY = "Canceled: the caller went away before the prediction finished."
 DEADLINE_PASSED = "Canceled: the prediction's deadline (Cancel-After) passed."
 STUCK = "Its predict did not stop within the grace period (LAMBDAML_CANCEL_GRACE), so its replica was replaced."
+REPLACED = "Canceled: its replica is being replaced (a canceled predict there would not stop); try again."
 SHUT_DOWN = "Canceled: the replica running it shut down before it finished."
 
 Send = Callable[[list[dict[str, Any]], list[str]], Awaitable[dict[str, str]]]  # (updates, running ids) -> cancels
@@ -106,6 +107,7 @@ class Tracker:
         self._lock: asyncio.Lock | None = None
         self._warned = 0.0
         self._doomed: str | None = None
+        self._flushes: set[asyncio.Task] = set()
 
     def add(self, record: dict[str, Any], input_hash: str) -> Flight:
         flight = Flight(record, input_hash)
@@ -132,6 +134,10 @@ class Tracker:
             flight._timer.cancel()
         self.flights.pop(record["id"], None)
         self.update({**record, "_events": ["completed"]})
+        if flight.background:  # someone polls for it: record it now, not at the next tick
+            flush = asyncio.get_running_loop().create_task(self.flush())
+            self._flushes.add(flush)  # asyncio keeps only a weak reference to a task
+            flush.add_done_callback(self._flushes.discard)
 
     def background(self) -> int:
         """Predictions no request waits for: load that Serve's autoscaler cannot see."""
@@ -153,7 +159,14 @@ class Tracker:
                     )
                     ended = {"status": "canceled", "error": f"{flight.reason()} {STUCK}", "completed_at": _clock.now()}
                     self.finished(flight, {**flight.record, **ended})
+                    for waiting in list(self.flights.values()):  # their slot will never come free here
+                        waiting.cancel(REPLACED)
+                    break
         return self._doomed
+
+    @property
+    def doomed(self) -> bool:
+        return self._doomed is not None
 
     async def flush(self) -> None:
         """Send what is pending now (a 202 answer promises the record can be read)."""

@@ -124,6 +124,7 @@ class ModelRuntime:
         on_item: OnItem = None,
         on_start: OnStart = None,
         cancel_reason: Callable[[], str] | None = None,
+        echoed: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Run one prediction and return the prediction object (a JSON-ready dict).
 
@@ -134,6 +135,7 @@ class ModelRuntime:
         With ``cancel_reason``, cancelling the task that runs this coroutine ends it with a
         ``canceled`` prediction whose error is ``cancel_reason()``, once the work has really
         stopped (a sync predict's thread included); without it, ``CancelledError`` propagates.
+        ``echoed``: the inputs as the record shows them, if the caller has them already.
         """
         created_at, created = _clock.now(), time.perf_counter()
         prediction_id = prediction_id or secrets.token_hex(16)
@@ -145,7 +147,8 @@ class ModelRuntime:
             except InputError:
                 self._metrics.finished("invalid")
                 raise
-        echoed = self.schema.echo(inputs)
+        if echoed is None:
+            echoed = self.schema.echo(inputs)
         if self.setup_failed:
             self._metrics.finished("failed")
             return _prediction(

@@ -206,6 +206,8 @@ class ModelServer:
                 _check_webhook(body.webhook)
         except InputError as exc:
             return _invalid(exc)
+        if self.tracker.doomed:  # a predict that will not stop holds the slot: another replica must take it
+            return _error(503, "Replica being replaced", "This replica is being replaced; try again.", {"Retry-After": "1"})
         input_hash = _input_hash(body.input) if prediction_id is not None else ""
         if prediction_id is not None and (existing := await self._existing(prediction_id)) is not None:
             record, known_hash = existing
@@ -286,7 +288,7 @@ class ModelServer:
             prediction = await self.runtime.predict(
                 inputs, flight.record["id"], on_item=on_item,
                 on_start=lambda started_at, logs: self.tracker.started(flight, started_at, logs),
-                cancel_reason=flight.reason,
+                cancel_reason=flight.reason, echoed=flight.record["input"],
             )
         except InputError as exc:  # a file input that could not be had: nothing ran
             flight.invalid = exc

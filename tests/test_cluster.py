@@ -7,6 +7,7 @@ import sys
 import httpx
 
 from lambdaml import cluster as lambdaml_cluster
+from lambdaml import model
 from lambdaml._head import _cluster_processes
 from lambdaml._settings import cluster_settings
 
@@ -23,7 +24,13 @@ def _listening_sockets() -> list[tuple[str, int]]:
     return sockets
 
 
-def test_every_cluster_listener_is_on_loopback(cluster):
+@model(name="listening", cpu=0.1, min=1, max=1)
+def listening() -> str:
+    return "here"
+
+
+def test_every_cluster_listener_is_on_loopback(cluster, deployed):
+    deployed(listening)  # a model's replica too, beside the control application's (its gRPC server included)
     settings = cluster_settings()
     state = json.loads((settings.temp_dir / "lambdaml-cluster.json").read_text())
     pids = set(_cluster_processes(settings.temp_dir, state["supervisor_pid"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -347,6 +348,32 @@ def test_scale_down_waits_for_async_predictions(backend, deployed):
     assert ended["status"] == "succeeded" and ended["output"] == "survived"
 
 
+def test_a_rollout_lets_running_predictions_finish(backend, deployed):
+    def version(tag: str):
+        @model(name="lc-rollout", cpu=0.1, min=1, max=1, concurrency=2)
+        async def lc_rollout(seconds: float = 0.0) -> str:
+            import asyncio as aio
+
+            await aio.sleep(seconds)
+            return tag
+
+        return lc_rollout
+
+    url = deployed(version("old")).url
+    base = url.rsplit("/", 1)[0]
+    background = create(url, {"input": {"seconds": 6}}, Prefer="respond-async").json()
+    held = {}
+    caller = threading.Thread(target=lambda: held.update(create(url, {"input": {"seconds": 4}}, timeout=60).json()))
+    caller.start()
+    until(base, background["id"], ("processing",))
+    deployed(version("new"))  # a new version rolls out while both run
+    caller.join()
+    assert held["status"] == "succeeded" and held["output"] == "old"
+    ended = until(base, background["id"], timeout=30)
+    assert ended["status"] == "succeeded" and ended["output"] == "old"
+    assert create(url, {"input": {}}).json()["output"] == "new"
+
+
 def test_a_stuck_predict_gets_its_replica_replaced(backend, deployed):
     """Sleeping in C, a predict cannot see the interruption: past the grace period its replica goes."""
 
@@ -365,8 +392,10 @@ def test_a_stuck_predict_gets_its_replica_replaced(backend, deployed):
     cancel(base, prediction["id"])
     ended = until(base, prediction["id"], timeout=30)
     assert ended["status"] == "canceled" and "replica was replaced" in ended["error"]
-    after = create(url, {"input": {"text": "replacement"}}, timeout=60).json()
-    assert after["status"] == "succeeded"
+    while (after := create(url, {"input": {"text": "replacement"}}, timeout=60)).status_code == 503:
+        assert after.headers["retry-after"] == "1" and time.monotonic() - asked < 30  # the doomed replica refuses work
+        time.sleep(0.2)
+    assert after.json()["status"] == "succeeded"
     assert time.monotonic() - asked < 1 + 5 + 5  # grace, then Serve's replacement (health checks every second)
 
 

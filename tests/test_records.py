@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import sqlite3
 import tempfile
 import threading
 import time
@@ -14,8 +16,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from lambdaml.control import records as records_module
-from lambdaml.control.records import LOST, PUBLIC, Records, database_url, deliveries
+from lambdaml.control.records import LOST, PUBLIC, Records, database_url, deliveries, schema_version
 from lambdaml.errors import LambdamlError
 from tests.postgres import postgres_server
 
@@ -59,7 +60,7 @@ def new(prediction_id: str, seconds_ago: float = 0.0, **fields) -> dict:
         "output": None, "logs": "", "error": None, "created_at": iso(seconds_ago), "started_at": None,
         "completed_at": None, "metrics": {}, "urls": {"get": f"http://x/v1/predictions/{prediction_id}"},
         "deadline": None, "data_removed": False, "webhook": None, "webhook_events_filter": None,
-    }  # fmt: skip
+    }
     return {**record, **fields}
 
 
@@ -67,9 +68,14 @@ def done(prediction_id: str, **fields) -> dict:
     return {"id": prediction_id, "status": "succeeded", "output": "hi ada", "completed_at": iso(), **fields}
 
 
+def own_engine(url: str) -> sa.Engine:
+    """An engine of our own on the database, to see and change what the public methods do not."""
+    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
 def outbox(url: str) -> list[dict]:
-    """Every delivery row, oldest first (for what the public methods do not show)."""
-    engine = sa.create_engine(records_module._driver_url(url))
+    """Every delivery row, oldest first."""
+    engine = own_engine(url)
     with engine.connect() as connection:
         rows = [dict(row) for row in connection.execute(sa.select(deliveries).order_by(deliveries.c.id)).mappings()]
     engine.dispose()
@@ -304,7 +310,7 @@ def test_setting_get_or_create(records, database):
 def test_claim_leases(records):
     hook = "https://example.com/hook"
     records.upsert([new("p1", webhook=hook, _events=["start"]), done("p1", _events=["completed"])])
-    claimed = records.claim_webhooks(lease_s=0.5)
+    claimed = records.claim_webhooks(lease_s=600)
     assert [(d.prediction_id, d.event, d.attempt, d.url) for d in claimed] == [
         ("p1", "start", 1, hook),
         ("p1", "completed", 1, hook),
@@ -312,9 +318,12 @@ def test_claim_leases(records):
     assert claimed[0].webhook_id == f"p1-start-{claimed[0].id}" and claimed[0].id < claimed[1].id
     assert json.loads(claimed[1].body)["status"] == "succeeded"
     assert records.claim_webhooks() == []  # leased
-    time.sleep(0.6)
-    again = records.claim_webhooks(limit=1)
-    assert [(d.id, d.webhook_id, d.attempt) for d in again] == [(claimed[0].id, claimed[0].webhook_id, 2)]
+
+    records.upsert([new("p2", webhook=hook, _events=["start"]), done("p2", _events=["completed"])])
+    first = records.claim_webhooks(limit=1, lease_s=0)  # a lease that has already ended (its sender died)
+    again = records.claim_webhooks(limit=1, lease_s=600)
+    assert [(d.id, d.webhook_id, d.attempt) for d in again] == [(first[0].id, first[0].webhook_id, 2)]
+    assert [d.event for d in records.claim_webhooks()] == ["completed"]  # p2's other row: never claimed yet
 
 
 def test_two_records_never_claim_the_same_row(records, database):
@@ -369,9 +378,9 @@ def test_webhook_sent_and_failed(records, database):
 
 
 def test_newer_schema_version_is_refused(records, database):
-    engine = sa.create_engine(records_module._driver_url(database))
+    engine = own_engine(database)
     with engine.begin() as connection:
-        connection.execute(sa.update(records_module.schema_version).values(version=2))
+        connection.execute(sa.update(schema_version).values(version=2))
     engine.dispose()
     with pytest.raises(LambdamlError, match="has schema version 2, but this lambdaml knows only versions up to 1"):
         Records(database)
@@ -395,6 +404,12 @@ def test_database_url(monkeypatch, tmp_path):
     assert database_url() == "postgresql+psycopg://u:p@db:5432/lambdaml"
     monkeypatch.setenv("LAMBDAML_DATABASE_URL", "postgresql://u@db/lambdaml")
     assert database_url() == "postgresql+psycopg://u@db/lambdaml"
+
+
+def test_sqlite_file_is_in_wal_mode(tmp_path):
+    Records(f"sqlite:///{tmp_path / 'records.db'}").close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "records.db")) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 def test_postgresql_urls_use_psycopg(postgres_url):

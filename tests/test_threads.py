@@ -70,9 +70,8 @@ def test_a_timed_out_call_does_not_hold_up_the_next():
 # Cancelable jobs: runner.start(...) -> Job; Job.cancel() raises Interrupted in the job's thread.
 
 
-def _spin(started: threading.Event | None = None) -> None:  # pure Python: interruptible between any two bytecodes
-    if started is not None:
-        started.set()
+def _spin(started: threading.Event) -> None:  # pure Python: interruptible between any two bytecodes
+    started.set()
     while True:
         pass
 
@@ -118,11 +117,14 @@ def test_a_busy_python_loop_is_interrupted_and_its_thread_runs_the_next_job(monk
 def test_a_job_cancelled_before_its_thread_picks_it_up_never_runs():
     ran = []
 
+    def record() -> None:
+        ran.append(1)
+
     async def main():
         runner = SyncRunner("t")
         await runner.run(lambda: None, {})  # an idle thread is waiting on the queue
         for _ in range(20):
-            job = runner.start(ran.append, {"object": 1})
+            job = runner.start(record, {})
             job.cancel()
             assert job.finished and not job.running
             with pytest.raises(Interrupted, match="before it started"):
@@ -132,6 +134,23 @@ def test_a_job_cancelled_before_its_thread_picks_it_up_never_runs():
     with _switch_interval(100):  # the loop thread keeps the GIL until it blocks: no worker starts a job between the calls
         assert asyncio.run(main()) == "next"
     assert ran == []
+
+
+def test_jobs_cancelled_together_all_stop(monkeypatch):
+    deaths = _worker_deaths(monkeypatch)
+
+    async def main():
+        runner = SyncRunner("t")
+        started = [threading.Event() for _ in range(3)]
+        jobs = [runner.start(_spin, {"started": event}) for event in started]
+        assert all([await asyncio.to_thread(event.wait, 10) for event in started])
+        for job in jobs:
+            job.cancel()
+        outcomes = await asyncio.wait_for(asyncio.gather(*(job.wait() for job in jobs), return_exceptions=True), 1)
+        return outcomes, await asyncio.wait_for(asyncio.gather(*(runner.start(lambda: 1, {}).wait() for _ in jobs)), 5)
+
+    outcomes, after = asyncio.run(main())
+    assert all(isinstance(outcome, Interrupted) for outcome in outcomes) and after == [1, 1, 1] and not deaths
 
 
 def test_a_function_sleeping_in_c_is_interrupted_when_the_sleep_returns():
@@ -234,7 +253,8 @@ def test_an_interrupt_racing_the_end_of_a_job_never_leaks_into_the_worker(monkey
 def test_an_interrupt_arriving_anywhere_in_the_workers_own_code_leaves_the_thread_clean(monkeypatch):
     # The random races above rarely land between the function's return and the end of the job. Here a profile hook in
     # the worker thread has another thread cancel the job at the hook's n-th event after the function's last line,
-    # for every n up to past the point where the thread waits on the queue again.
+    # for every n up to past the point where the thread waits on the queue again. (Under this hook, clearing a
+    # pending exception with PyThreadState_SetAsyncExc(ident, NULL) would hang the next job: see _threads.)
     deaths = _worker_deaths(monkeypatch)
 
     def function(box: list, ready: threading.Event, n: int) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -210,6 +211,14 @@ def _coalesce(updates: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return merged
 
 
+@functools.lru_cache(maxsize=64)
+def _upsert_statement(dialect: str, names: tuple[str, ...]) -> sa.Insert:
+    """Insert, or set ``names`` unless the record is final. Cached: ``excluded`` copies every column, ~1 ms."""
+    statement = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(predictions)
+    changes = {name: statement.excluded[name] for name in (*names, "updated_ts") if name != "id"}
+    return statement.on_conflict_do_update(index_elements=["id"], set_=changes, where=_UNFINISHED)
+
+
 class Records:
     """The records database. Thread-safe; several Records (control replicas) may share one database."""
 
@@ -278,9 +287,7 @@ class Records:
             groups.setdefault(tuple(sorted(row)), []).append(row)
         defaults = {"status": "starting", "created_at": now_iso, "created_ts": now, "data_removed": False}
         for names, rows in groups.items():
-            statement = self._insert(predictions)
-            changes = {name: statement.excluded[name] for name in (*names, "updated_ts") if name != "id"}
-            statement = statement.on_conflict_do_update(index_elements=["id"], set_=changes, where=_UNFINISHED)
+            statement = _upsert_statement(connection.dialect.name, names)
             connection.execute(statement, [{**defaults, **row, "updated_ts": now} for row in rows])
         if events:
             changed = connection.execute(sa.select(*_PUBLIC).where(columns.id.in_(events))).mappings()
@@ -325,7 +332,7 @@ class Records:
             rows.reverse()
         if not rows:
             return [], None, None
-        older = more if not backward else True  # a page reached backward was reached from an older one
+        older = more or backward  # a page reached backward was reached from an older one
         newer = more if backward else cursor is not None
         next_cursor = _cursor("next", rows[-1]) if older else None
         previous_cursor = _cursor("previous", rows[0]) if newer else None
