@@ -10,6 +10,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lambdaml._durations import parse_duration
 
@@ -18,14 +19,22 @@ SHUTDOWN_WAIT_S = 3600.0  # how long a stopping replica lets predictions finish 
 RESERVED_NAMES = frozenset({"v1", "ui", CONTROL_APP})  # routes and names no model may take
 
 
-def _int(name: str, default: int) -> int:
+def _number(name: str, default: float, kind: type = int, what: str = "a whole number (a port)") -> Any:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number (a port), got {raw!r}") from None
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from None
+
+
+def _int(name: str, default: int) -> int:
+    return _number(name, default)
+
+
+def _seconds(name: str, default: float) -> float:
+    return _number(name, default, float, "a number of seconds")
 
 
 @dataclass(frozen=True)
@@ -87,16 +96,6 @@ def debug_enabled() -> bool:
 def artifact_store_url() -> str:
     """Where artifacts live: ``LAMBDAML_ARTIFACTS`` (any fsspec URL), else ``~/.lambdaml/artifacts``."""
     return os.environ.get("LAMBDAML_ARTIFACTS") or str(Path.home() / ".lambdaml" / "artifacts")
-
-
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
 
 
 def sync_wait() -> float:

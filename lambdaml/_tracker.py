@@ -5,10 +5,11 @@ task that runs it and, once asked, why it is being canceled. Records never go
 to the database from the request path: the ``Tracker`` collects changes and
 sends them in one call every 100 ms (``send``: the control application's
 ``sync``), which also reports which predictions still run here (the reaper's
-heartbeat) and brings back the cancel requests for them. A caller that is told
-``202`` must be able to read the record at once, so that answer waits for an
-immediate ``flush``; a plain sync prediction costs the request path one dict
-update.
+heartbeat) and brings back the cancel requests for them. Each sync takes a
+snapshot of what changed in the flights still running; a prediction that ends
+before the next one is sent once, finished. A caller that is told ``202`` must
+be able to read the record at once, so that answer waits for an immediate
+``flush``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ Send = Callable[[list[dict[str, Any]], list[str]], Awaitable[dict[str, str]]]  #
 logger = logging.getLogger("ray.serve")
 
 
+def _resolve(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _merge(older: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:
     """One pending update from two: the newer fields win, the events of both fire in order."""
     events = older.get("_events", []) + newer.get("_events", [])
@@ -46,7 +52,7 @@ class Flight:
     """One prediction held by this replica."""
 
     __slots__ = ("record", "task", "background", "cancel_reason", "canceled_at", "logs", "items", "input_hash",
-                 "queue", "invalid", "_timer", "_shown")
+                 "queue", "invalid", "sent", "_waiters", "_timer", "_shown")
 
     def __init__(self, record: dict[str, Any], input_hash: str):
         self.record = record
@@ -60,6 +66,8 @@ class Flight:
         self.queue: asyncio.Queue | None = None  # a streaming caller's events
         self.invalid: Exception | None = None  # an InputError found only once it ran (a file input)
         self._timer: asyncio.TimerHandle | None = None
+        self._waiters: list[asyncio.Future] = []  # callers holding for it
+        self.sent: str | None = None  # the status the control application has, None: not told yet
         self._shown = (0, 0)  # (log parts, items) already sent
 
     def cancel(self, reason: str) -> None:
@@ -72,8 +80,44 @@ class Flight:
     def reason(self) -> str:
         return self.cancel_reason or CANCELED_BY_CALLER
 
+    def events(self, *names: str) -> dict[str, list[str]]:
+        """The webhook events an update fires: none without a webhook (they cost the database queries)."""
+        return {"_events": list(names)} if self.record.get("webhook") else {}
+
+    async def wait(self, seconds: float) -> None:
+        """Until it ends (``wake``) or ``seconds`` pass, whichever is first."""
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(seconds, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiters.remove(waiter)
+
+    def wake(self) -> None:
+        for waiter in self._waiters:
+            _resolve(waiter)
+
     def cancel_after(self, seconds: float) -> None:
         self._timer = asyncio.get_running_loop().call_later(seconds, self.cancel, DEADLINE_PASSED)
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """The record's change since the last sync (all of it the first time), or None."""
+        status = self.record["status"]
+        if status == self.sent:
+            return None
+        if self.sent is None:
+            update = dict(self.record)
+            if self.input_hash:
+                update["_input_hash"] = self.input_hash
+        else:
+            update = {"id": self.record["id"], "status": status, "started_at": self.record["started_at"]}
+        if status == "processing":
+            update.update(self.events("start"))
+        self.sent = status
+        return update
 
     def progress(self) -> dict[str, Any] | None:
         """What changed while it runs (logs, output so far), or None."""
@@ -82,7 +126,7 @@ class Flight:
             return None
         events = [event for event, (now, before) in zip(("logs", "output"), zip(shown, self._shown)) if now != before]
         self._shown = shown
-        update: dict[str, Any] = {"id": self.record["id"], "_events": events}
+        update: dict[str, Any] = {"id": self.record["id"], **self.events(*events)}
         if "logs" in events:
             update["logs"] = self.logs.text()
         if "output" in events:
@@ -102,6 +146,7 @@ class Tracker:
         self._send = send
         self._grace = grace
         self._pending: dict[str, dict[str, Any]] = {}
+        self._sending: dict[str, dict[str, Any]] = {}  # the batch on its way to the control application
         self._last_sync = self._last_progress = 0.0
         self._loop_task: asyncio.Task | None = None
         self._lock: asyncio.Lock | None = None
@@ -110,34 +155,60 @@ class Tracker:
         self._flushes: set[asyncio.Task] = set()
 
     def add(self, record: dict[str, Any], input_hash: str) -> Flight:
+        """Hold a new prediction; its record goes out with the next sync (``snapshot``), if it still runs then."""
         flight = Flight(record, input_hash)
         self.flights[record["id"]] = flight
-        self.update({**record, "_input_hash": input_hash})
         if self._loop_task is None:
             self._lock = asyncio.Lock()
             self._loop_task = asyncio.get_running_loop().create_task(self._run_forever())
         return flight
 
     def update(self, fields: dict[str, Any]) -> None:
-        """Queue a change of one record (``id`` plus the fields that changed, ``_events`` to fire)."""
+        """Queue a change of one record (``id`` plus the fields that changed, ``_events`` to fire).
+
+        ``fields`` may be kept and changed later: pass a dict of its own.
+        """
         pending = self._pending.get(fields["id"])
-        self._pending[fields["id"]] = fields if pending is None else _merge(pending, fields)
+        if pending is None:
+            self._pending[fields["id"]] = fields
+        else:  # in place: three updates per prediction, on the request path
+            events = pending.get("_events")
+            pending.update(fields)
+            if events is not None and "_events" in fields:
+                pending["_events"] = events + fields["_events"]
 
     def started(self, flight: Flight, started_at: str, logs: Any) -> None:
         flight.logs = logs
         flight.record.update(status="processing", started_at=started_at)
-        self.update({"id": flight.record["id"], "status": "processing", "started_at": started_at, "_events": ["start"]})
 
     def finished(self, flight: Flight, record: dict[str, Any]) -> None:
         flight.record = record
         if flight._timer is not None:
             flight._timer.cancel()
         self.flights.pop(record["id"], None)
-        self.update({**record, "_events": ["completed"]})
+        events = ("start", "completed") if flight.sent != "processing" and record.get("started_at") else ("completed",)
+        final = dict(record, **flight.events(*events))
+        if flight.input_hash:
+            final["_input_hash"] = flight.input_hash
+        self.update(final)
         if flight.background:  # someone polls for it: record it now, not at the next tick
             flush = asyncio.get_running_loop().create_task(self.flush())
             self._flushes.add(flush)  # asyncio keeps only a weak reference to a task
             flush.add_done_callback(self._flushes.discard)
+
+    def lookup(self, prediction_id: str) -> tuple[dict[str, Any], str] | None:
+        """``(record, input hash)`` of a prediction this replica holds or has not recorded yet, else None.
+
+        A sync prediction leaves ``flights`` when it ends, ~0.1 s before its record is written:
+        an idempotent ``PUT`` right after it must still find it.
+        """
+        if (flight := self.flights.get(prediction_id)) is not None:
+            return flight.record, flight.input_hash
+        for batch in (self._pending, self._sending):
+            if (update := batch.get(prediction_id)) is not None and "_input_hash" in update:
+                record = {key: value for key, value in update.items() if not key.startswith("_")}
+                return record, update["_input_hash"]
+        return None
 
     def background(self) -> int:
         """Predictions no request waits for: load that Serve's autoscaler cannot see."""
@@ -173,7 +244,13 @@ class Tracker:
         if self._lock is None:
             return
         async with self._lock:
+            self._snapshots()
             await self._sync(time.monotonic())
+
+    def _snapshots(self) -> None:
+        for flight in list(self.flights.values()):
+            if (update := flight.snapshot()) is not None:
+                self.update(update)
 
     async def _run_forever(self) -> None:
         while True:
@@ -184,23 +261,26 @@ class Tracker:
                 for flight in list(self.flights.values()):
                     if (update := flight.progress()) is not None:
                         self.update(update)
+            self._snapshots()
             if self._pending or (self.flights and now - self._last_sync >= self.HEARTBEAT_S):
                 async with self._lock:
                     await self._sync(now)
 
     async def _sync(self, now: float) -> None:
-        updates, self._pending = list(self._pending.values()), {}
+        self._sending, self._pending = self._pending, {}
+        updates = list(self._sending.values())
         try:
             cancels = await self._send(updates, list(self.flights))
         except Exception as exc:  # the control application is starting or restarting: try again
             for update in updates:  # kept, under anything newer
                 newer = self._pending.get(update["id"])
                 self._pending[update["id"]] = update if newer is None else _merge(update, newer)
+            self._sending = {}
             if now - self._warned > 60:
                 self._warned = now
                 logger.warning(f"lambdaml: cannot reach the control application to record predictions yet: {exc}")
             return
-        self._last_sync = now
+        self._last_sync, self._sending = now, {}
         for prediction_id, reason in cancels.items():
             if (flight := self.flights.get(prediction_id)) is not None:
                 flight.cancel(reason)

@@ -125,6 +125,7 @@ class ModelRuntime:
         on_start: OnStart = None,
         cancel_reason: Callable[[], str] | None = None,
         echoed: dict[str, Any] | None = None,
+        created_at: str | None = None,
     ) -> dict[str, Any]:
         """Run one prediction and return the prediction object (a JSON-ready dict).
 
@@ -135,9 +136,9 @@ class ModelRuntime:
         With ``cancel_reason``, cancelling the task that runs this coroutine ends it with a
         ``canceled`` prediction whose error is ``cancel_reason()``, once the work has really
         stopped (a sync predict's thread included); without it, ``CancelledError`` propagates.
-        ``echoed``: the inputs as the record shows them, if the caller has them already.
+        ``echoed`` and ``created_at``: the record's, when the caller made one already.
         """
-        created_at, created = _clock.now(), time.perf_counter()
+        created_at, created = created_at or _clock.now(), time.perf_counter()
         prediction_id = prediction_id or secrets.token_hex(16)
         if isinstance(raw_input, BaseModel):
             inputs = raw_input

@@ -24,8 +24,10 @@ from starlette.requests import Request
 from ray import serve
 from starlette.responses import Response, StreamingResponse
 
-from lambdaml import _clock
-from lambdaml._durations import parse_duration
+from lambdaml import _clock, _eager
+from lambdaml._http import (
+    base_url, cancel_after, error_response, hold_seconds, invalid_response, json_response, location, method_not_allowed,
+)
 from lambdaml._logs import flush_serve_logs_every
 from lambdaml._settings import CONTROL_APP, SHUTDOWN_WAIT_S, cancel_grace, sync_wait
 from lambdaml._streams import sse
@@ -39,85 +41,9 @@ from lambdaml._tracker import CALLER_WENT_AWAY, CANCELED_BY_CALLER, FINAL, SHUT_
 from lambdaml.schema import PREDICTION_ID, openapi
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(to_json(body), status_code=status, media_type="application/json", headers=headers)
-
-
-def _error(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:
-    return _json({"title": title, "status": status, "detail": detail}, status, headers)
-
-
-def _invalid(error: InputError) -> Response:
-    return _json(
-        {"title": "Input validation failed", "status": 422, "detail": str(error), "invalid_fields": error.invalid_fields},
-        status=422,
-    )
-
-
-def _header_error(header: str, message: str) -> InputError:
-    return InputError(f"Invalid request. {header}: {message}", [{"field": header, "type": "header", "message": message}])
-
-
-def hold_seconds(prefer: str | None, default: float) -> float:
-    """How long to hold the caller: ``Prefer: respond-async`` is 0, ``Prefer: wait=N`` N (1-600)."""
-    if not prefer:
-        return default
-    hold = default
-    for preference in prefer.split(","):
-        name, _, value = preference.strip().partition("=")
-        if name.strip().lower() == "respond-async":
-            hold = 0.0
-        elif name.strip().lower() == "wait":
-            try:
-                hold = float(value) if value else default
-            except ValueError:
-                raise _header_error("Prefer", f"wait={value} is not a number of seconds (1-600)") from None
-            if not 1 <= hold <= 600:
-                raise _header_error("Prefer", f"wait={value}: the hold is 1 to 600 seconds")
-    return hold
-
-
-def cancel_after(header: str | None) -> float | None:
-    """Seconds until the deadline a ``Cancel-After`` header sets (``90s``, ``5m``...), or None."""
-    if header is None:
-        return None
-    try:
-        seconds = parse_duration(header)
-    except ValueError as exc:
-        raise _header_error("Cancel-After", str(exc)) from None
-    if seconds <= 0:
-        raise _header_error("Cancel-After", "the deadline must be in the future")
-    return seconds
-
-
-def _base_url(request: Request) -> str:
-    """How the caller reached us, for the record's absolute URLs."""
-    headers = request.headers
-    host = headers.get("host")
-    return f"{headers.get('x-forwarded-proto', 'http')}://{host}" if host else ""
-
-
 def _input_hash(inputs: BaseModel) -> str:
     """What an idempotent ``PUT`` compares: the validated inputs, canonically."""
     return hashlib.sha256(inputs.model_dump_json().encode()).hexdigest()
-
-
-async def _until(task: asyncio.Task, seconds: float) -> bool:
-    """Wait until ``task`` ends or ``seconds`` pass (one future and one timer: ``asyncio.wait`` costs more)."""
-    waiter = asyncio.get_running_loop().create_future()
-
-    def wake(_: Any = None) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    task.add_done_callback(wake)
-    timer = asyncio.get_running_loop().call_later(seconds, wake)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        task.remove_done_callback(wake)
-    return task.done()
 
 
 def _use_environment(variables: dict[str, str]) -> None:
@@ -175,18 +101,18 @@ class ModelServer:
         if path == "/predictions":
             if method == "POST":
                 return await self._http_create(request)
-            return _method_not_allowed(method, path, "POST")
+            return method_not_allowed(method, path, "POST")
         if path.startswith("/predictions/"):
             prediction_id, _, action = path.removeprefix("/predictions/").partition("/")
             if action == "cancel":
-                return await self._http_cancel(prediction_id) if method == "POST" else _method_not_allowed(method, path, "POST")
+                return await self._http_cancel(prediction_id) if method == "POST" else method_not_allowed(method, path, "POST")
             if not action:
-                return await self._http_create(request, prediction_id) if method == "PUT" else _method_not_allowed(method, path, "PUT")
+                return await self._http_create(request, prediction_id) if method == "PUT" else method_not_allowed(method, path, "PUT")
         if path == "/health-check":
-            return _json(self.health_status()) if method == "GET" else _method_not_allowed(method, path, "GET")
+            return json_response(self.health_status()) if method == "GET" else method_not_allowed(method, path, "GET")
         if path == "/openapi.json":
-            return Response(self._openapi, media_type="application/json") if method == "GET" else _method_not_allowed(method, path, "GET")
-        return _error(
+            return Response(self._openapi, media_type="application/json") if method == "GET" else method_not_allowed(method, path, "GET")
+        return error_response(
             404, "Not found",
             f"No route {path}. This model serves POST /predictions, PUT /predictions/{{id}}, "
             "POST /predictions/{id}/cancel, GET /health-check and GET /openapi.json",
@@ -196,29 +122,29 @@ class ModelServer:
 
     async def _http_create(self, request: Request, path_id: str | None = None) -> Response:
         """``POST /predictions`` and ``PUT /predictions/{id}``: hold the caller up to the hold, else 202."""
-        headers = request.headers
+        headers = dict(request.scope["headers"])  # one pass over the raw headers: Starlette's lookups cost more
         try:
             body = self.runtime.parse(await request.body())
-            hold = hold_seconds(headers.get("prefer"), self._sync_wait)
-            deadline = cancel_after(headers.get("cancel-after"))
+            hold = hold_seconds(headers.get(b"prefer"), self._sync_wait)
+            deadline = cancel_after(headers.get(b"cancel-after"))
             prediction_id = self._chosen_id(body, path_id)
             if body.webhook is not None:
                 _check_webhook(body.webhook)
         except InputError as exc:
-            return _invalid(exc)
+            return invalid_response(exc)
         if self.tracker.doomed:  # a predict that will not stop holds the slot: another replica must take it
-            return _error(503, "Replica being replaced", "This replica is being replaced; try again.", {"Retry-After": "1"})
+            return error_response(503, "Replica being replaced", "This replica is being replaced; try again.", {"Retry-After": "1"})
         input_hash = _input_hash(body.input) if prediction_id is not None else ""
         if prediction_id is not None and (existing := await self._existing(prediction_id)) is not None:
             record, known_hash = existing
             if known_hash != input_hash:
-                return _error(409, "Conflict", f"A prediction with id {prediction_id!r} exists with a different input.")
+                return error_response(409, "Conflict", f"A prediction with id {prediction_id!r} exists with a different input.")
             flight = self.tracker.flights.get(prediction_id)
             if flight is None:  # held by another replica, or finished: answer from the record
-                return _json(record, 200 if record["status"] in FINAL else 202, _location(record))
+                return json_response(record, 200 if record["status"] in FINAL else 202, location(record))
         else:
-            streaming = self.runtime.schema.streaming and "text/event-stream" in headers.get("accept", "")
-            flight = self._start(body, prediction_id, input_hash, _base_url(request), deadline, streaming)
+            streaming = self.runtime.schema.streaming and b"text/event-stream" in headers.get(b"accept", b"")
+            flight = self._start(body, prediction_id, input_hash, base_url(headers), deadline, streaming)
             if streaming:
                 return StreamingResponse(self._events(flight), media_type="text/event-stream")
         return await self._hold(flight, hold)
@@ -240,9 +166,8 @@ class ModelServer:
 
     async def _existing(self, prediction_id: str) -> tuple[dict[str, Any], str] | None:
         """A prediction with this id, here or in the records, with its input hash."""
-        flight = self.tracker.flights.get(prediction_id)
-        if flight is not None:
-            return flight.record, flight.input_hash
+        if (known := self.tracker.lookup(prediction_id)) is not None:
+            return known
         try:
             found = await self._control_call("lookup", prediction_id)
         except Exception:  # no records to ask: nothing to be idempotent with
@@ -267,10 +192,11 @@ class ModelServer:
         flight = self.tracker.add(record, input_hash)
         if streaming:
             flight.queue = asyncio.Queue()
-        flight.task = asyncio.get_running_loop().create_task(self._run(flight, body.input))
-        flight.task.add_done_callback(lambda task: self._settle(flight, task))
-        if deadline:
-            flight.cancel_after(deadline)
+        flight.task = _eager.start(self._run(flight, body.input))
+        if flight.task is not None:  # it waits for something (a slot, a thread, I/O): the rest runs as a task
+            flight.task.add_done_callback(lambda task: self._settle(flight, task))
+            if deadline:
+                flight.cancel_after(deadline)
         return flight
 
     async def _run(self, flight: Flight, inputs: BaseModel) -> None:
@@ -288,43 +214,47 @@ class ModelServer:
             prediction = await self.runtime.predict(
                 inputs, flight.record["id"], on_item=on_item,
                 on_start=lambda started_at, logs: self.tracker.started(flight, started_at, logs),
-                cancel_reason=flight.reason, echoed=flight.record["input"],
+                cancel_reason=flight.reason, echoed=flight.record["input"], created_at=flight.record["created_at"],
             )
         except InputError as exc:  # a file input that could not be had: nothing ran
             flight.invalid = exc
             prediction = {"status": "failed", "error": str(exc), "completed_at": _clock.now()}
-        self.tracker.finished(flight, {**flight.record, **prediction})
+        except Exception as exc:  # a bug of ours: the prediction still ends in a record
+            prediction = {"status": "failed", "error": f"lambdaml could not run the prediction: {exc!r}",
+                          "completed_at": _clock.now()}
+        self._end(flight, {**flight.record, **prediction})
+
+    def _end(self, flight: Flight, record: dict[str, Any]) -> None:
+        self.tracker.finished(flight, record)
+        flight.wake()
+        if flight.queue is not None:
+            flight.queue.put_nowait(("invalid", flight.invalid) if flight.invalid is not None else ("prediction", record))
 
     def _settle(self, flight: Flight, task: asyncio.Task) -> None:
-        """Every accepted prediction ends in a final record: also one canceled before it began, or a bug."""
+        """Every accepted prediction ends in a final record, even if its task was cancelled from outside."""
         if flight.record["status"] not in FINAL:
-            if task.cancelled():
-                ending = {"status": "canceled", "error": flight.reason()}
-            else:
-                ending = {"status": "failed", "error": f"lambdaml could not run the prediction: {task.exception()!r}"}
-            self.tracker.finished(flight, {**flight.record, **ending, "completed_at": _clock.now()})
+            ending = {"status": "canceled", "error": flight.reason(), "completed_at": _clock.now()}
+            self._end(flight, {**flight.record, **ending})
         elif not task.cancelled():
             task.exception()  # retrieved: asyncio would warn about an exception nobody awaited
-        if flight.queue is not None:
-            event = ("invalid", flight.invalid) if flight.invalid is not None else ("prediction", flight.record)
-            flight.queue.put_nowait(event)
 
     async def _hold(self, flight: Flight, hold: float) -> Response:
-        if hold > 0:
+        if hold > 0 and flight.record["status"] not in FINAL:
             try:
-                finished = await _until(flight.task, hold)
+                await flight.wait(hold)
             except asyncio.CancelledError:  # the caller went away: a sync prediction goes with it
                 if not flight.background:
                     flight.cancel(CALLER_WENT_AWAY)
                 raise
-            if finished:
-                if flight.invalid is not None:
-                    return _invalid(flight.invalid)
-                return Response(to_json(flight.record), media_type="application/json")
+        if flight.record["status"] in FINAL:
+            if flight.invalid is not None:
+                return invalid_response(flight.invalid)
+            return Response(to_json(flight.record), media_type="application/json")
+
         flight.background = True  # from now on no request holds it
         record = dict(flight.record)  # as it stands now, as what the records have after the flush
         await self.tracker.flush()  # the caller may read urls.get at once
-        return _json(record, 202, _location(record))
+        return json_response(record, 202, location(record))
 
     async def _events(self, flight: Flight) -> AsyncIterator[bytes]:
         """Server-Sent Events: ``output`` per item, then ``done`` with the prediction (``error`` first if it failed)."""
@@ -373,7 +303,8 @@ class ModelServer:
         except ValidationError as exc:
             return {"invalid": _handle_invalid(self.runtime, inputs, exc)}
         try:
-            await asyncio.wait([flight.task])  # waiting is cancelled, not the task
+            if flight.task is not None:
+                await asyncio.wait([flight.task])  # waiting is cancelled, not the task
         except asyncio.CancelledError:
             flight.cancel(CALLER_WENT_AWAY)
             raise
@@ -387,14 +318,14 @@ class ModelServer:
         flight = self.tracker.flights.get(prediction_id)
         if flight is not None:
             flight.cancel(CANCELED_BY_CALLER)
-            return _json(flight.record)
+            return json_response(flight.record)
         try:
             record = await self._control_call("cancel", prediction_id, CANCELED_BY_CALLER)
         except Exception as exc:
-            return _error(503, "Records unavailable", f"The prediction records cannot be reached: {exc}", {"Retry-After": "1"})
+            return error_response(503, "Records unavailable", f"The prediction records cannot be reached: {exc}", {"Retry-After": "1"})
         if record is None:
-            return _error(404, "Not found", f"No prediction with id {prediction_id!r}.")
-        return _json(record)
+            return error_response(404, "Not found", f"No prediction with id {prediction_id!r}.")
+        return json_response(record)
 
     async def _control_call(self, method: str, *args: Any) -> Any:
         if self._control is None:
@@ -448,15 +379,6 @@ async def _drain(tracker: Tracker, wait: float) -> None:
 
 async def _awaited(response: Any) -> Any:
     return await response
-
-
-def _location(record: dict[str, Any]) -> dict[str, str] | None:
-    url = record.get("urls", {}).get("get")
-    return {"Location": url} if url else None
-
-
-def _method_not_allowed(method: str, path: str, allowed: str) -> Response:
-    return _error(405, "Method not allowed", f"{method} is not allowed on {path}; use {allowed}", {"Allow": allowed})
 
 
 def _check_webhook(url: str) -> None:

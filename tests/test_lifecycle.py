@@ -181,15 +181,22 @@ def test_unknown_ids_are_json_404s(backend, urls):
         assert response.status_code == 404 and "nosuch" in response.json()["detail"]
 
 
-def test_put_is_an_idempotent_create(backend, urls):
+def test_put_is_an_idempotent_create(backend, urls, tmp_path):
     prediction_id = f"put-{backend.name}-{time.time_ns()}"
-    first = httpx.put(f"{urls['sync']}/predictions/{prediction_id}", json={"input": {"text": "once"}}, timeout=30)
-    again = httpx.put(f"{urls['sync']}/predictions/{prediction_id}", json={"input": {"text": "once"}}, timeout=30)
+    runs = tmp_path / "runs.txt"
+    body = {"input": {"text": "once", "log": str(runs)}}
+    with httpx.Client(timeout=30) as client:  # back to back: before the first one's record is written
+        first = client.put(f"{urls['sync']}/predictions/{prediction_id}", json=body)
+        again = client.put(f"{urls['sync']}/predictions/{prediction_id}", json=body)
+        other = client.put(f"{urls['sync']}/predictions/{prediction_id}", json={"input": {"text": "twice"}})
     assert first.status_code == again.status_code == 200
     assert first.json()["id"] == again.json()["id"] == prediction_id and again.json()["output"] == "once"
-    until(urls["base"], prediction_id)
-    other = httpx.put(f"{urls['sync']}/predictions/{prediction_id}", json={"input": {"text": "twice"}}, timeout=30)
+    assert again.json()["created_at"] == first.json()["created_at"] and len(runs.read_text().splitlines()) == 1
     assert other.status_code == 409 and prediction_id in other.json()["detail"]
+    until(urls["base"], prediction_id)
+    later = httpx.put(f"{urls['sync']}/predictions/{prediction_id}", json=body, timeout=30)  # from the records now
+    assert later.status_code == 200 and later.json()["created_at"] == first.json()["created_at"]
+    assert len(runs.read_text().splitlines()) == 1
     bad = httpx.put(f"{urls['sync']}/predictions/..%2F..%2Fetc", json={"input": {}}, timeout=30)
     assert bad.status_code in (404, 422)
     bad = create(urls["sync"], {"input": {}, "id": "../../etc"})

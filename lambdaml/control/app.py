@@ -19,10 +19,10 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from pydantic_core import to_json
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from lambdaml._http import base_url, error_response, json_response, method_not_allowed
 from lambdaml._settings import CONTROL_APP, retention
 from lambdaml._streams import sse
 from lambdaml._tracker import CANCELED_BY_CALLER, FINAL
@@ -39,16 +39,8 @@ KEEPALIVE_S = 10.0  # an SSE comment this often: clients time out after 30 s of 
 logger = logging.getLogger("ray.serve")
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(to_json(body), status_code=status, media_type="application/json", headers=headers)
-
-
-def _error(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:
-    return _json({"title": title, "status": status, "detail": detail}, status, headers)
-
-
 def _not_found(prediction_id: str) -> Response:
-    return _error(404, "Not found", f"No prediction with id {prediction_id!r}.")
+    return error_response(404, "Not found", f"No prediction with id {prediction_id!r}.")
 
 
 class ControlServer:
@@ -111,16 +103,16 @@ class ControlServer:
         method = request.method
         if parts[0] == "predictions":
             if len(parts) == 1:
-                return await self._list(request) if method == "GET" else _not_allowed(method, path, "GET")
+                return await self._list(request) if method == "GET" else method_not_allowed(method, ROUTE + path, "GET")
             if len(parts) == 2:
-                return await self._get(parts[1]) if method == "GET" else _not_allowed(method, path, "GET")
+                return await self._get(parts[1]) if method == "GET" else method_not_allowed(method, ROUTE + path, "GET")
             if len(parts) == 3 and parts[2] == "cancel":
-                return await self._cancel(parts[1]) if method == "POST" else _not_allowed(method, path, "POST")
+                return await self._cancel(parts[1]) if method == "POST" else method_not_allowed(method, ROUTE + path, "POST")
             if len(parts) == 3 and parts[2] == "stream":
-                return await self._stream(parts[1]) if method == "GET" else _not_allowed(method, path, "GET")
+                return await self._stream(parts[1]) if method == "GET" else method_not_allowed(method, ROUTE + path, "GET")
         if parts == ["webhooks", "default", "secret"]:
-            return _json({"key": self._secret}) if method == "GET" else _not_allowed(method, path, "GET")
-        return _error(
+            return json_response({"key": self._secret}) if method == "GET" else method_not_allowed(method, ROUTE + path, "GET")
+        return error_response(
             404, "Not found",
             f"No route {ROUTE}{path}. The records API serves GET /v1/predictions, GET /v1/predictions/{{id}}, "
             "POST /v1/predictions/{id}/cancel, GET /v1/predictions/{id}/stream and GET /v1/webhooks/default/secret",
@@ -128,11 +120,11 @@ class ControlServer:
 
     async def _get(self, prediction_id: str) -> Response:
         record = await asyncio.to_thread(self.records.get, prediction_id)
-        return _not_found(prediction_id) if record is None else _json(record)
+        return _not_found(prediction_id) if record is None else json_response(record)
 
     async def _cancel(self, prediction_id: str) -> Response:
         record = await self.cancel(prediction_id)
-        return _not_found(prediction_id) if record is None else _json(record)
+        return _not_found(prediction_id) if record is None else json_response(record)
 
     async def _list(self, request: Request) -> Response:
         query = request.query_params
@@ -140,16 +132,16 @@ class ControlServer:
         try:
             results, after, before = await asyncio.to_thread(self.records.page, model, cursor)
         except ValueError as exc:  # a cursor that is not one of ours
-            return _json({"title": "Invalid cursor", "status": 422, "detail": str(exc),
+            return json_response({"title": "Invalid cursor", "status": 422, "detail": str(exc),
                           "invalid_fields": [{"field": "cursor", "message": str(exc)}]}, 422)
-        here = f"{request.headers.get('x-forwarded-proto', 'http')}://{request.headers.get('host', '')}{ROUTE}/predictions"
+        here = f"{base_url(dict(request.scope['headers']))}{ROUTE}/predictions"
 
         def link(page_cursor: str | None) -> str | None:
             if page_cursor is None:
                 return None
             return f"{here}?{urllib.parse.urlencode({**({'model': model} if model else {}), 'cursor': page_cursor})}"
 
-        return _json({"next": link(after), "previous": link(before), "results": results})
+        return json_response({"next": link(after), "previous": link(before), "results": results})
 
     async def _stream(self, prediction_id: str) -> Response:
         record = await asyncio.to_thread(self.records.get, prediction_id)
@@ -183,10 +175,6 @@ class ControlServer:
                 yield b": keepalive\n\n"
             await asyncio.sleep(STREAM_POLL_S)
             record = await asyncio.to_thread(self.records.get, prediction_id) or record
-
-
-def _not_allowed(method: str, path: str, allowed: str) -> Response:
-    return _error(405, "Method not allowed", f"{method} is not allowed on {ROUTE}{path}; use {allowed}", {"Allow": allowed})
 
 
 async def _every(seconds: float, job: Callable[[], Awaitable[Any]], first_delay: float = 0.0) -> None:

@@ -1,0 +1,83 @@
+"""The HTTP answers lambdaml's applications share: JSON bodies, errors, and the request headers they read.
+
+Both the model replicas (``lambdaml.server``) and the control application
+(``lambdaml.control.app``) answer in one error shape, ``{"title", "status",
+"detail"}`` (plus ``invalid_fields`` for a 422), as Replicate's API does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic_core import to_json
+from starlette.responses import Response
+
+from lambdaml._durations import parse_duration
+from lambdaml.errors import InputError
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(to_json(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response({"title": title, "status": status, "detail": detail}, status, headers)
+
+
+def invalid_response(error: InputError) -> Response:
+    return json_response(
+        {"title": "Input validation failed", "status": 422, "detail": str(error), "invalid_fields": error.invalid_fields},
+        status=422,
+    )
+
+
+def header_error(header: str, message: str) -> InputError:
+    return InputError(f"Invalid request. {header}: {message}", [{"field": header, "type": "header", "message": message}])
+
+
+def hold_seconds(prefer: bytes | None, default: float) -> float:
+    """How long to hold the caller: ``Prefer: respond-async`` is 0, ``Prefer: wait=N`` N (1-600)."""
+    if not prefer:
+        return default
+    hold = default
+    for preference in prefer.decode("latin-1").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "respond-async":
+            hold = 0.0
+        elif name.strip().lower() == "wait":
+            try:
+                hold = float(value) if value else default
+            except ValueError:
+                raise header_error("Prefer", f"wait={value} is not a number of seconds (1-600)") from None
+            if not 1 <= hold <= 600:
+                raise header_error("Prefer", f"wait={value}: the hold is 1 to 600 seconds")
+    return hold
+
+
+def cancel_after(header: bytes | None) -> float | None:
+    """Seconds until the deadline a ``Cancel-After`` header sets (``90s``, ``5m``...), or None."""
+    if header is None:
+        return None
+    try:
+        seconds = parse_duration(header.decode("latin-1"))
+    except ValueError as exc:
+        raise header_error("Cancel-After", str(exc)) from None
+    if seconds <= 0:
+        raise header_error("Cancel-After", "the deadline must be in the future")
+    return seconds
+
+
+def base_url(headers: dict[bytes, bytes]) -> str:
+    """How the caller reached us (raw request headers), for the record's absolute URLs."""
+    host = headers.get(b"host")
+    return f"{headers.get(b'x-forwarded-proto', b'http').decode('latin-1')}://{host.decode('latin-1')}" if host else ""
+
+
+def location(record: dict[str, Any]) -> dict[str, str] | None:
+    url = record.get("urls", {}).get("get")
+    return {"Location": url} if url else None
+
+
+def method_not_allowed(method: str, path: str, allowed: str) -> Response:
+    """405, with the ``Allow`` header RFC 9110 asks for."""
+    return error_response(405, "Method not allowed", f"{method} is not allowed on {path}; use {allowed}", {"Allow": allowed})
