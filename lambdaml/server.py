@@ -24,7 +24,7 @@ from starlette.requests import Request
 from ray import serve
 from starlette.responses import Response, StreamingResponse
 
-from lambdaml import _clock, _eager
+from lambdaml import _clock
 from lambdaml._http import (
     base_url, cancel_after, error_response, hold_seconds, invalid_response, json_response, location, method_not_allowed,
 )
@@ -178,6 +178,7 @@ class ModelServer:
         self, body: BaseModel, prediction_id: str | None, input_hash: str, base: str, deadline: float | None,
         streaming: bool = False,
     ) -> Flight:
+        """Hold a new prediction and start it as a task of its own (the caller may be told 202 while it runs)."""
         prediction_id = prediction_id or secrets.token_hex(16)
         urls = {"get": f"{base}/v1/predictions/{prediction_id}", "cancel": f"{base}/v1/predictions/{prediction_id}/cancel"}
         if self.runtime.schema.streaming:
@@ -192,11 +193,10 @@ class ModelServer:
         flight = self.tracker.add(record, input_hash)
         if streaming:
             flight.queue = asyncio.Queue()
-        flight.task = _eager.start(self._run(flight, body.input))
-        if flight.task is not None:  # it waits for something (a slot, a thread, I/O): the rest runs as a task
-            flight.task.add_done_callback(lambda task: self._settle(flight, task))
-            if deadline:
-                flight.cancel_after(deadline)
+        flight.task = asyncio.get_running_loop().create_task(self._run(flight, body.input))
+        flight.task.add_done_callback(lambda task: self._settle(flight, task))
+        if deadline:
+            flight.cancel_after(deadline)
         return flight
 
     async def _run(self, flight: Flight, inputs: BaseModel) -> None:
@@ -303,8 +303,7 @@ class ModelServer:
         except ValidationError as exc:
             return {"invalid": _handle_invalid(self.runtime, inputs, exc)}
         try:
-            if flight.task is not None:
-                await asyncio.wait([flight.task])  # waiting is cancelled, not the task
+            await asyncio.wait([flight.task])  # waiting is cancelled, not the task
         except asyncio.CancelledError:
             flight.cancel(CALLER_WENT_AWAY)
             raise
