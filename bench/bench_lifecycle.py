@@ -106,10 +106,15 @@ def cancel_to_free(url: str, base: str, long_input: dict, rounds: int) -> list[f
                 time.sleep(0.01)
             asked = time.time()
             client.post(f"{base}/v1/predictions/{first['id']}/cancel")
-            while (started := client.get(second["urls"]["get"]).json()["started_at"]) is None:
+            while (waiting := client.get(second["urls"]["get"]).json())["started_at"] is None:
+                if waiting["status"] == "canceled":  # its replica is being replaced: the next one, elsewhere
+                    while (retry := client.post(f"{url}/predictions", json={"input": {}})).status_code == 503:
+                        time.sleep(0.05)
+                    waiting = retry.json()
+                    break
                 time.sleep(0.01)
-            figures.append(_epoch(started) - asked)
-            while client.get(second["urls"]["get"]).json()["status"] not in ("succeeded", "failed", "canceled"):
+            figures.append(_epoch(waiting["started_at"]) - asked)
+            while client.get(waiting["urls"]["get"]).json()["status"] not in ("succeeded", "failed", "canceled"):
                 time.sleep(0.01)
     return figures
 

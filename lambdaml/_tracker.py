@@ -139,7 +139,7 @@ class Tracker:
 
     INTERVAL_S = 0.1  # how stale a record may be while nothing waits for it
     PROGRESS_S = 0.5  # logs and output events at most this often (webhooks, readers)
-    HEARTBEAT_S = 2.0  # running predictions are reported at least this often (the reaper's clock)
+    POLL_S = 0.2  # while predictions run here, ask for cancel requests this often (and report them alive)
 
     def __init__(self, send: Send, grace: float):
         self.flights: dict[str, Flight] = {}
@@ -262,7 +262,7 @@ class Tracker:
                     if (update := flight.progress()) is not None:
                         self.update(update)
             self._snapshots()
-            if self._pending or (self.flights and now - self._last_sync >= self.HEARTBEAT_S):
+            if self._pending or (self.flights and now - self._last_sync >= self.POLL_S):
                 async with self._lock:
                     await self._sync(now)
 

@@ -30,7 +30,7 @@ from lambdaml.control.records import Records, database_url
 from lambdaml.control.webhooks import WebhookSender, new_secret
 
 ROUTE = "/v1"
-STALE_AFTER_S = 15.0  # replicas report running predictions every 2 s; this long without a report: lost
+STALE_AFTER_S = 15.0  # replicas report running predictions every 0.2 s; this long without a report: lost
 REAP_EVERY_S = 3.0
 WEBHOOKS_EVERY_S = 0.2
 EXPIRE_EVERY_S = 60.0
