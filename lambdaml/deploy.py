@@ -134,7 +134,7 @@ def _run(
         deadline = time.monotonic() + timeout
         _wait_until_running(spec.name, spec.min, deadline, progress)
         progress("route", f"waiting for {info.http_url}/{spec.name} to answer")
-        _wait_for_route(info.http_url, spec.name, deadline)
+        _wait_for_route(info.http_url, spec.name, deadline, spec.min > 0)
     store.record_deploy(spec.name, manifest.version)
     return Deployment(spec.name, f"{info.http_url}/{spec.name}", manifest.version, info.dashboard_url)
 
@@ -189,8 +189,13 @@ def _wait_until_running(name: str, min_replicas: int, deadline: float, progress:
             )
 
 
-def _wait_for_route(http_url: str, name: str, deadline: float) -> None:
-    """Wait until the HTTP ingress routes ``/{name}``: HAProxy reloads shortly after Serve."""
+def _wait_for_route(http_url: str, name: str, deadline: float, replicas: bool) -> None:
+    """Wait until the HTTP ingress routes ``/{name}``: HAProxy reloads shortly after Serve.
+
+    With replicas running (``replicas``), also until a request reaches one: for a moment
+    after a deploy HAProxy may still send it to Serve's fallback proxy, which may not
+    know the route yet and answers 404.
+    """
     while time.monotonic() < deadline:
         try:
             routes = httpx.get(f"{http_url}/-/routes", timeout=5).json()
@@ -198,10 +203,17 @@ def _wait_for_route(http_url: str, name: str, deadline: float) -> None:
             return  # the ingress is not reachable from here (a remote cluster): nothing to wait for
         except (httpx.HTTPError, ValueError):
             routes = {}
-        if routes.get(f"/{name}") == name:
+        if routes.get(f"/{name}") == name and (not replicas or _answers(f"{http_url}/{name}/health-check")):
             return
         time.sleep(0.05)
     raise DeployError(f"{name!r} is running but the HTTP ingress at {http_url} does not route /{name} yet")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code != 404
+    except httpx.HTTPError:
+        return False
 
 
 def delete(name: str) -> None:
