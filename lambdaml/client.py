@@ -151,6 +151,9 @@ def _with_local_files(base: str, name: str, input: dict[str, Any]) -> dict[str, 
     return send_local_files(input, _file_inputs_of(base, name))
 
 
+ROUTE_PATIENCE_S = 5.0  # how long a just-deployed model's route may take to reach the ingress
+
+
 def submit(
     name: str,
     body: dict[str, Any],
@@ -169,8 +172,15 @@ def submit(
     body = {**body, "input": _with_local_files(base, name, body.get("input") or {})}
     url = f"{base}/{name}/predictions" + (f"/{prediction_id}" if prediction_id else "")
     timeout = (MAX_HOLD_S if hold is None else hold) + HOLD_SLACK_S
-    response = request("PUT" if prediction_id else "POST", url, f"sending a prediction to {name}", timeout,
-                       json=body, headers=headers)
+    patience = time.monotonic() + ROUTE_PATIENCE_S
+    while True:
+        response = request("PUT" if prediction_id else "POST", url, f"sending a prediction to {name}", timeout,
+                           json=body, headers=headers)
+        # The ingress's own 404 (not a model's JSON one): no such model, or one deployed a moment
+        # ago whose route HAProxy has not taken up yet. Ask again for a little while.
+        if response.status_code != 404 or _is_json(response) or time.monotonic() > patience:
+            break
+        time.sleep(0.25)
     if response.status_code in (200, 202):
         return response.json()
     if response.status_code == 404:
