@@ -25,7 +25,7 @@ from urllib.parse import quote
 from lambdaml import client
 from lambdaml._durations import parse_duration
 from lambdaml.errors import ClusterError, LambdamlError, PredictionNotFoundError, WaitTimeoutError
-from lambdaml.schema import PREDICTION_ID, Prediction, WebhookEvent
+from lambdaml.schema import ID_RULE, PREDICTION_ID, Prediction, WebhookEvent
 
 __all__ = ["FINAL", "Prediction", "cancel", "create", "get", "list", "watch", "webhook_secret"]
 
@@ -82,7 +82,7 @@ def request_body(
 def check_id(prediction_id: str) -> str:
     """A caller-chosen prediction id: 1-128 letters, digits, ``_`` and ``-`` (it becomes part of URLs)."""
     if not isinstance(prediction_id, str) or re.fullmatch(PREDICTION_ID, prediction_id) is None:
-        raise ValueError(f"a prediction id is 1-128 characters: letters, digits, _ and -; got {prediction_id!r}")
+        raise ValueError(f"{ID_RULE}; got {prediction_id!r}")
     return prediction_id
 
 

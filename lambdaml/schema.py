@@ -26,6 +26,7 @@ from lambdaml.inputs import Input, Secret
 
 _REF = "#/components/schemas/{model}"
 PREDICTION_ID = r"^[A-Za-z0-9_-]{1,128}$"  # ids become URL path segments and storage keys
+ID_RULE = "a prediction id is 1-128 characters: letters, digits, _ and -"
 WebhookEvent = Literal["start", "output", "logs", "completed"]
 
 
@@ -191,7 +192,7 @@ def _describe_body_error(error: dict[str, Any]) -> dict[str, Any]:
     elif error["type"] == "json_invalid":
         field, message = "body", f"the request body is not valid JSON ({error['ctx'].get('error', '')})"
     elif error["type"] == "string_pattern_mismatch" and field == "id":
-        message = "a prediction id is 1-128 characters: letters, digits, _ and -"
+        message = ID_RULE
     elif error["type"] == "model_type":  # not an object, where one is expected
         message = "Input should be a JSON object"
     return {"field": field, "type": error["type"], "message": message}

@@ -38,7 +38,7 @@ from lambdaml.metrics import ModelMetrics
 from lambdaml.package import unpack
 from lambdaml.runtime import ModelRuntime
 from lambdaml._tracker import CALLER_WENT_AWAY, CANCELED_BY_CALLER, FINAL, SHUT_DOWN, Flight, Tracker
-from lambdaml.schema import PREDICTION_ID, openapi
+from lambdaml.schema import ID_RULE, PREDICTION_ID, openapi
 
 
 def _input_hash(inputs: BaseModel) -> str:
@@ -154,8 +154,7 @@ class ModelServer:
             return body.id
         if re.fullmatch(PREDICTION_ID, path_id) is None:
             raise InputError(
-                "Invalid request. id: a prediction id is 1-128 characters: letters, digits, _ and -",
-                [{"field": "id", "type": "string_pattern_mismatch", "message": "1-128 characters: letters, digits, _ and -"}],
+                f"Invalid request. id: {ID_RULE}", [{"field": "id", "type": "string_pattern_mismatch", "message": ID_RULE}],
             )
         if body.id is not None and body.id != path_id:
             raise InputError(

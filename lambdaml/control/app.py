@@ -85,10 +85,11 @@ class ControlServer:
         return await asyncio.to_thread(self.records.sync, replica, updates, running)
 
     async def lookup(self, prediction_id: str) -> dict[str, Any] | None:
-        record = await asyncio.to_thread(self.records.get, prediction_id)
-        if record is None:
-            return None
-        return {"record": record, "input_hash": await asyncio.to_thread(self.records.input_hash, prediction_id)}
+        def read() -> dict[str, Any] | None:  # both reads in one trip to a worker thread
+            record = self.records.get(prediction_id)
+            return None if record is None else {"record": record, "input_hash": self.records.input_hash(prediction_id)}
+
+        return await asyncio.to_thread(read)
 
     async def cancel(self, prediction_id: str, reason: str = CANCELED_BY_CALLER) -> dict[str, Any] | None:
         return await asyncio.to_thread(self.records.request_cancel, prediction_id, reason)
