@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic_core import to_json
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lambdaml import _clock
@@ -150,16 +151,23 @@ def _sqlite_begin(connection: sa.Connection) -> None:
     connection.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
 
+def _json_text(value: Any) -> str:
+    """JSON columns' text: pydantic's encoder takes a third of json.dumps' time per record (bench/bench_records.py)."""
+    return to_json(value).decode()
+
+
 def _engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         # QueuePool: a connection per calling thread at a time (the control app calls from worker threads).
-        engine = sa.create_engine(url, poolclass=sa.pool.QueuePool, connect_args={"check_same_thread": False})
+        engine = sa.create_engine(
+            url, poolclass=sa.pool.QueuePool, connect_args={"check_same_thread": False}, json_serializer=_json_text
+        )
         sa.event.listen(engine, "connect", _sqlite_connect)
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     # No pool_pre_ping: a round trip per transaction. After a server restart the first call fails, and
     # SQLAlchemy then replaces every pooled connection.
-    return sa.create_engine(url)
+    return sa.create_engine(url, json_serializer=_json_text)
 
 
 def _timestamp(iso: str) -> float:
@@ -279,16 +287,20 @@ class Records:
         # One statement per shape of update (the columns it sets), executed many. Not RETURNING: SQLAlchemy
         # then inlines the rows into one long statement, which psycopg parses at ~2 ms a batch.
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for _, update in sorted(merged.items()):  # one lock order for every caller
-            row = {key: value for key, value in update.items() if not key.startswith("_")}
-            row.update({column: update[key] for key, column in _PRIVATE_KEYS.items() if key in update})
+        defaults = {"status": "starting", "created_at": now_iso, "created_ts": now, "data_removed": False}
+        for _, row in sorted(merged.items()):  # one lock order for every caller; rows are _coalesce's copies
+            del row["_events"]
+            for key, column in _PRIVATE_KEYS.items():
+                if key in row:
+                    row[column] = row.pop(key)
             if "created_at" in row:
                 row["created_ts"] = _timestamp(row["created_at"])
             groups.setdefault(tuple(sorted(row)), []).append(row)
-        defaults = {"status": "starting", "created_at": now_iso, "created_ts": now, "data_removed": False}
+            for key, value in defaults.items():  # for an insert; the update sets only the row's own columns
+                row.setdefault(key, value)
+            row["updated_ts"] = now
         for names, rows in groups.items():
-            statement = _upsert_statement(connection.dialect.name, names)
-            connection.execute(statement, [{**defaults, **row, "updated_ts": now} for row in rows])
+            connection.execute(_upsert_statement(connection.dialect.name, names), rows)
         if events:
             changed = connection.execute(sa.select(*_PUBLIC).where(columns.id.in_(events))).mappings()
             outbox = [row for record in changed for row in _outbox_rows(dict(record), events[record["id"]], now)]
