@@ -10,6 +10,8 @@ options; read ``serve_options`` to see exactly what a spec means to Serve.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -159,6 +161,17 @@ def check_schedulable(name: str, actor_options: dict[str, Any], nodes: list[dict
 
 def build(args: dict[str, Any]) -> Any:
     """Serve application builder: the model stored at ``args["artifact"]`` as an application."""
+    return build_with_fingerprint(args)[0]
+
+
+def build_with_fingerprint(args: dict[str, Any]) -> tuple[Any, str]:
+    """The application, and a digest of everything that makes it (its replicas report it back).
+
+    Serve restarts every replica at each ``serve.run`` of an application built in Python
+    (its ``version`` option is gone), so ``deploy`` compares this digest with the running
+    replicas' and leaves them alone when nothing changed. Secret values are in it: new
+    values must reach the replicas.
+    """
     from ray import serve
 
     from lambdaml.server import ModelServer
@@ -167,6 +180,7 @@ def build(args: dict[str, Any]) -> Any:
     manifest = load_manifest(parsed.artifact)
     install = parsed.install if parsed.install is not None else missing(manifest.requirements, installed_here()[1])
     options = serve_options(manifest.model_spec(), possible_nodes(), install)
-    return serve.deployment(ModelServer).options(**options).bind(
-        parsed.artifact, parsed.secrets, parsed.environment, parsed.debug
-    )
+    arguments = (parsed.artifact, parsed.secrets, parsed.environment, parsed.debug)
+    made_of = json.dumps([arguments, options], sort_keys=True, default=str)
+    fingerprint = hashlib.sha256(made_of.encode()).hexdigest()[:16]
+    return serve.deployment(ModelServer).options(**options).bind(*arguments, fingerprint), fingerprint

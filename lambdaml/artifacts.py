@@ -20,6 +20,7 @@ import fsspec
 from pydantic import BaseModel, Field
 
 from lambdaml import _clock
+from lambdaml._pickling import for_hashing
 from lambdaml._settings import artifact_store_url
 from lambdaml.errors import NotDeployedError
 from lambdaml.spec import ModelSpec
@@ -54,8 +55,8 @@ class VersionInfo(BaseModel):
 
 
 def content_version(manifest: Manifest, code: bytes) -> str:
-    """Hash of the code and the manifest's content (not its timestamp)."""
-    digest = hashlib.sha256(code)
+    """Hash of the code and the manifest's content (not its timestamp): the same in every process."""
+    digest = hashlib.sha256(for_hashing(code))
     digest.update(manifest.model_dump_json(exclude={"version", "created_at"}).encode())
     return digest.hexdigest()[:12]
 

@@ -19,7 +19,7 @@ import httpx
 from lambdaml import cluster, environment
 from lambdaml._node_types import published
 from lambdaml._settings import debug_enabled
-from lambdaml.app import build, check_schedulable, possible_nodes, serve_options
+from lambdaml.app import build_with_fingerprint, check_schedulable, possible_nodes, serve_options
 from lambdaml.artifacts import ArtifactStore, Manifest, VersionInfo, load_manifest
 from lambdaml.errors import DeployError, NotDeployedError
 from lambdaml.model import Model
@@ -114,7 +114,7 @@ def _run(
         nodes = possible_nodes()
         check_schedulable(spec.name, serve_options(spec, nodes)["ray_actor_options"], nodes, growing)
     artifact = store.artifact_url(spec.name, manifest.version)
-    app = build(
+    app, fingerprint = build_with_fingerprint(
         {
             "artifact": artifact,
             "install": install,
@@ -127,9 +127,12 @@ def _run(
     from lambdaml.control.app import ensure_running
 
     ensure_running()  # replicas send their records there from their first prediction on
-    progress("replicas", f"starting version {manifest.version}")
-    target = serve.RunTarget(target=app, name=spec.name, route_prefix=f"/{spec.name}")
-    serve.run_many([target], wait_for_applications_running=False)
+    if _running_with(spec.name, fingerprint):
+        progress("replicas", f"version {manifest.version} is running with these settings: its replicas are kept")
+    else:
+        progress("replicas", f"starting version {manifest.version}")
+        target = serve.RunTarget(target=app, name=spec.name, route_prefix=f"/{spec.name}")
+        serve.run_many([target], wait_for_applications_running=False)
     if wait:
         deadline = time.monotonic() + timeout
         _wait_until_running(spec.name, spec.min, deadline, progress)
@@ -137,6 +140,22 @@ def _run(
         _wait_for_route(info.http_url, spec.name, deadline, spec.min > 0)
     store.record_deploy(spec.name, manifest.version)
     return Deployment(spec.name, f"{info.http_url}/{spec.name}", manifest.version, info.dashboard_url)
+
+
+def _running_with(name: str, fingerprint: str) -> bool:
+    """Whether ``name`` runs, settled, on replicas made of exactly this (a redeploy would only restart them)."""
+    from ray import serve
+
+    try:
+        state = app_status(name)
+    except NotDeployedError:
+        return False
+    if state["status"] != "RUNNING" or not state["replicas"].get("RUNNING"):
+        return False  # at zero replicas a redeploy restarts nothing; mid-rollout it must go through
+    try:
+        return serve.get_app_handle(name).fingerprint.remote().result(timeout_s=10) == fingerprint
+    except Exception:  # an older lambdaml's replicas, or one that is stopping: deploy as usual
+        return False
 
 
 def _enum_value(value: Any) -> str:

@@ -69,6 +69,7 @@ class ModelServer:
         secrets: dict[str, str] | None = None,
         environment: dict[str, str] | None = None,
         debug: bool = False,
+        fingerprint: str = "",
     ):
         _use_environment(environment or {})  # first: the artifact store may need these credentials
         flush_serve_logs_every(1.0)
@@ -93,6 +94,11 @@ class ModelServer:
         self._replica = replica_name()
         self._control: Any = None
         self.tracker = Tracker(self._send_records, cancel_grace())
+        self._fingerprint = fingerprint
+
+    async def fingerprint(self) -> str:
+        """What this replica was made of (``app.build_with_fingerprint``): an unchanged redeploy keeps it."""
+        return self._fingerprint
 
     async def __call__(self, request: Request) -> Response:
         scope = request.scope  # not request.url: parsing a URL costs more than the rest of routing

@@ -11,8 +11,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from lambdaml._pickling import StableModel
 from lambdaml._settings import RESERVED_NAMES
 from lambdaml._resources import GPU_HELP, MEMORY_HELP, GpuRequest, parse_gpu, parse_memory
 from lambdaml.errors import ConfigError
@@ -27,7 +28,7 @@ def kebab_case(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", spaced.lower()).strip("-")
 
 
-class BatchSpec(BaseModel):
+class BatchSpec(StableModel):
     """``@model(batch=8)`` or ``batch={"max_size": 8, "wait_ms": 20}``: Ray Serve's request batching."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -44,7 +45,7 @@ def _gpu_item(value: Any) -> GpuRequest:
     return parse_gpu(value)
 
 
-class ModelSpec(BaseModel):
+class ModelSpec(StableModel):
     """Everything ``@model`` accepts. Defaults are chosen for a fast, thrifty dev loop."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import httpx
+import lambdaml
 import pytest
 from typer.testing import CliRunner
 
@@ -165,3 +166,32 @@ def test_dashboard_rest_api_lists_a_deployed_model(deployed_cli, cluster):
     applications = httpx.get(f"{cluster.dashboard_url}/api/serve/applications/", timeout=30).json()["applications"]
     assert applications["cli-shout"]["status"] == "RUNNING"
     assert applications["cli-shout"]["route_prefix"] == "/cli-shout"
+
+
+def test_unchanged_code_deployed_from_two_processes_keeps_its_version_and_replicas(cluster, tmp_path):
+    source = tmp_path / "steady.py"
+    source.write_text(textwrap.dedent("""
+        import os
+        from lambdaml import Input, model
+
+        @model(name="cli-steady", cpu=0.1, min=1)
+        class Steady:
+            def setup(self) -> None:
+                self.pid = os.getpid()
+
+            def predict(self, word: str = Input(default="hi", description="Any word")) -> int:
+                return self.pid
+        """))
+    try:
+        pids, versions = [], []
+        for seed in ("1", "2"):  # set and class-id order differ between processes: the version must not
+            env = {**os.environ, "PYTHONHASHSEED": seed}
+            deployed = subprocess.run([sys.executable, "-m", "lambdaml.cli", "deploy", str(source)], env=env,
+                                      capture_output=True, text=True, timeout=300)
+            assert deployed.returncode == 0, deployed.stderr
+            versions.append([row.version for row in lambdaml.versions("cli-steady")])
+            pids.append(lambdaml.run("cli-steady", {}))
+        assert len(versions[1]) == 1 and versions[0] == versions[1]
+        assert pids[0] == pids[1]  # the second deploy left the running replica alone
+    finally:
+        delete("cli-steady")

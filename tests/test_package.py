@@ -1,5 +1,7 @@
 """Packaging: artifacts hold the code, never secret values; big captures warn."""
 
+import os
+import subprocess
 import sys
 
 import pytest
@@ -61,3 +63,25 @@ def test_postponed_annotations_survive_shipping_by_value(tmp_path, monkeypatch):
     shipped = unpack(code)
     assert shipped.schema.file_fields == {"data"}
     assert shipped.schema.validate({"data": "s3://b/k", "scale": "2"}).scale == 2.0
+
+
+def test_the_version_of_unchanged_code_is_the_same_in_every_process(tmp_path):
+    source = tmp_path / "versioned_model.py"
+    source.write_text(
+        "from lambdaml import Input, model\n\n"
+        "@model(name='same', gpu=['A100', 'L4'], batch={'max_size': 4}, env={'A': '1'})\n"
+        "class Same:\n"
+        "    def predict(self, text: str = Input(description='Text')) -> str:\n"
+        "        return text\n"
+    )
+    script = (
+        "import runpy, sys; from lambdaml.package import build; from lambdaml.artifacts import content_version\n"
+        f"model = runpy.run_path({str(source)!r}, run_name='not_main')['Same']\n"
+        "print(content_version(*build(model, {})))\n"
+    )
+    versions = {
+        subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed},
+                       capture_output=True, text=True, check=True).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert len(versions) == 1, versions
