@@ -12,13 +12,13 @@ import collections.abc
 import dataclasses
 import functools
 import inspect
-import json
 import pathlib
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic_core import from_json
 
 from lambdaml.errors import ConfigError, InputError
 from lambdaml.files import Path, file_fields
@@ -110,7 +110,9 @@ class ModelSchema:
         return create_model(
             "PredictionRequest",
             __config__=ConfigDict(extra="forbid"),
-            input=(self.input_model, Field(default_factory=dict, validate_default=True)),
+            # Required where some input is: the schema must refuse what the server refuses (an OpenAPI
+            # fuzzer sends a body without it). With only defaults, an absent input means all of them.
+            input=(self.input_model, Field() if self._has_required_inputs else Field(default_factory=dict, validate_default=True)),
             id=(str | None, Field(default=None, pattern=PREDICTION_ID, description="Your id for the prediction "
                                   "(1-128 letters, digits, _ and -); random if absent")),
             webhook=(str | None, Field(default=None, description="A URL to POST the prediction to as it changes")),
@@ -119,6 +121,10 @@ class ModelSchema:
                 Field(default=None, description="Which events reach the webhook; all four by default"),
             ),
         )
+
+    @property
+    def _has_required_inputs(self) -> bool:
+        return any(field.is_required() for field in self.input_model.model_fields.values())
 
     def validate_request(self, body: bytes) -> BaseModel:
         """The validated request (``.input``, ``.id``, ``.webhook``...), or an InputError naming every bad field."""
@@ -159,8 +165,9 @@ def _input_error(errors: list[dict[str, Any]]) -> InputError:
 def _sent_input(body: bytes) -> bool:
     """Whether ``body`` has an ``input`` object (asked only on the error path: it parses the body again)."""
     try:
-        return isinstance(json.loads(body or b"{}").get("input"), dict)
-    except (ValueError, AttributeError):  # not JSON, or not a JSON object
+        # pydantic's parser, not json.loads: its depth limit is a ValueError, json's a RecursionError
+        return isinstance(from_json(body or b"{}").get("input"), dict)
+    except (ValueError, AttributeError):  # not JSON (or nested too deeply), or not a JSON object
         return False
 
 
@@ -179,6 +186,8 @@ def _request_error(errors: list[dict[str, Any]], sent_input: bool) -> InputError
             body.append(error)
     if not body:
         return _input_error(inputs)
+    if any(error["type"] == "extra_forbidden" for error in body):  # inputs sent outside "input": say that once
+        body = [error for error in body if error["loc"] != ("input",)]
     fields = [_describe_body_error(error) for error in body]
     if sent_input:
         fields += [_describe_error(error) for error in inputs]
@@ -189,10 +198,14 @@ def _describe_body_error(error: dict[str, Any]) -> dict[str, Any]:
     field, message = ".".join(str(part) for part in error["loc"]) or "body", error["msg"]
     if error["type"] == "extra_forbidden":
         message = 'unknown field; put the model\'s inputs inside {"input": {...}}'
+    elif error["type"] == "json_invalid" and "recursion limit" in error["ctx"].get("error", ""):
+        field, message = "body", "the request body is nested too deeply (JSON is read up to 200 levels deep)"
     elif error["type"] == "json_invalid":
         field, message = "body", f"the request body is not valid JSON ({error['ctx'].get('error', '')})"
     elif error["type"] == "string_pattern_mismatch" and field == "id":
         message = ID_RULE
+    elif error["type"] == "missing" and field == "input":
+        message = 'missing: send the model\'s inputs as {"input": {...}}'
     elif error["type"] == "model_type":  # not an object, where one is expected
         message = "Input should be a JSON object"
     return {"field": field, "type": error["type"], "message": message}

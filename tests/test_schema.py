@@ -129,7 +129,15 @@ def test_openapi_request_body_is_what_the_server_accepts():
     request = typed.openapi()["components"]["schemas"]["PredictionRequest"]
     assert request["additionalProperties"] is False  # unknown body fields are a 422
     assert request["properties"]["input"] == {"$ref": "#/components/schemas/Input"}
-    assert "input" not in request.get("required", [])  # an absent input means every default
+    assert request["required"] == ["input"]  # typed has a required input: a body without one is refused
+
+    @model
+    def defaults_only(steps: int = Input(default=1, description="Steps")) -> int:
+        return steps
+
+    relaxed = defaults_only.openapi()["components"]["schemas"]["PredictionRequest"]
+    assert "input" not in relaxed.get("required", [])  # an absent input means every default
+    assert defaults_only.schema.validate_request(b"{}").input.steps == 1
     assert request["properties"]["id"]["anyOf"][0] == {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}
 
 
