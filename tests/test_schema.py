@@ -201,3 +201,10 @@ def test_webhook_events_filter_names_known_events():
     with pytest.raises(InputError) as error:
         typed.schema.validate_request(b'{"input": {"prompt": "a"}, "webhook_events_filter": ["done"]}')
     assert error.value.invalid_fields[0]["field"] == "webhook_events_filter.0"
+
+
+def test_a_body_nested_too_deeply_is_refused_naming_the_body():
+    deep = b'{"input": {"prompt": ' + b"[" * 1000 + b"]" * 1000 + b"}}"
+    with pytest.raises(InputError) as refused:
+        typed.schema.validate_request(deep)
+    assert refused.value.invalid_fields[0]["field"] == "body" and "nested too deeply" in str(refused.value)
