@@ -4,8 +4,10 @@ A prediction request is untrusted input. Its file URLs must not make the
 replica read its own disk (``file://``, bare paths) or reach services that are
 only visible from inside the cluster (loopback, private networks, the cloud
 metadata endpoint at 169.254.169.254), unless the operator allow-lists them
-with ``LAMBDAML_ALLOWED_HOSTS``. ``s3://`` and ``gs://`` go through the
-operator's own configured stores and are not subject to the host check.
+with ``LAMBDAML_ALLOWED_HOSTS``. ``s3://`` and ``gs://`` inputs are read with
+the deployer's credentials, which may reach far more than a caller should
+(other models' artifacts, say), so only the locations the operator lists in
+``LAMBDAML_INPUT_BUCKETS`` and the model's own output location may be read.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 SCHEMES = ("s3", "gs", "http", "https", "data")
 
@@ -45,29 +48,66 @@ def allowed_hosts() -> set[str]:
 
 
 def _is_internal(address: str) -> bool:
+    """Anything not globally routable: loopback, private, link-local, carrier-grade NAT (100.64.0.0/10,
+    where one cloud's metadata service is), documentation and benchmark ranges, multicast..."""
     ip = ipaddress.ip_address(address.split("%")[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return (
-        ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_reserved or ip.is_multicast or ip.is_unspecified
-    )
+    return not ip.is_global or ip.is_multicast
 
 
-def check_host(url: str) -> None:
-    """RefusedURL if an http(s) URL points at an internal address that is not allow-listed."""
+def check_host(url: str) -> str:
+    """The address to connect to for an http(s) URL; RefusedURL if it is internal and not allow-listed.
+
+    Connect to this address rather than looking the host up again (``pinned``): a name whose
+    answers change between two lookups (DNS rebinding) cannot pass the check with a public
+    address and then be reached at an internal one.
+    """
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    allowed = allowed_hosts()
-    if host in allowed or f"{host}:{port}" in allowed:
-        return
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
+        addresses = [info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)]
     except (socket.gaierror, UnicodeError):
         raise RefusedURL(f"cannot resolve the host of {url[:200]!r}") from None
+    allowed = allowed_hosts()
+    if host in allowed or f"{host}:{port}" in allowed:
+        return addresses[0]
     internal = sorted(a for a in addresses if _is_internal(a))
     if internal:
         raise RefusedURL(
             f"{host} resolves to an internal address ({internal[0]}), which requests may not reach; "
             "an operator can allow it with LAMBDAML_ALLOWED_HOSTS"
         )
+    return addresses[0]
+
+
+def pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """``(url, headers, extensions)`` for httpx that reach ``address`` while asking ``url``'s host
+    for ``url``: the Host header, and for https the TLS server name (also checked on its certificate)."""
+    parts = urlsplit(url)
+    netloc = f"[{address}]" if ":" in address else address
+    if parts.port:
+        netloc += f":{parts.port}"
+    headers = {"Host": parts.netloc.rsplit("@", 1)[-1]}
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), headers, extensions
+
+
+def input_locations(output_location: str | None) -> list[str]:
+    """Where ``s3://``/``gs://`` inputs may be read: ``LAMBDAML_INPUT_BUCKETS`` (comma-separated
+    ``s3://bucket`` or ``s3://bucket/prefix``, ``gs://...``) and the model's output location,
+    where the client stages local files too big to send inline."""
+    listed = [entry.strip().rstrip("/") for entry in os.environ.get("LAMBDAML_INPUT_BUCKETS", "").split(",")]
+    return [entry for entry in [*listed, (output_location or "").rstrip("/")] if entry]
+
+
+def check_location(url: str, locations: list[str]) -> None:
+    """RefusedURL unless the bucket URL ``url`` is inside one of ``locations`` (whole path segments)."""
+    if any(url == location or url.startswith(location + "/") for location in locations):
+        return
+    known = ", ".join(locations) if locations else "none are listed"
+    raise RefusedURL(
+        f"{url[:200]} is not in a location this model may read ({known}); "
+        "an operator can list buckets or prefixes in LAMBDAML_INPUT_BUCKETS"
+    )

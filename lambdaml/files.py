@@ -30,7 +30,7 @@ from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-from lambdaml._urls import RefusedURL, check_host, check_syntax
+from lambdaml._urls import RefusedURL, check_host, check_location, check_syntax, pinned
 from lambdaml._weights import cached
 from lambdaml.errors import InputError
 
@@ -132,8 +132,8 @@ def _too_big(url: str, size: int, limit: int) -> FetchError:
 def _fetch_http(url: str, target: pathlib.Path, limit: int) -> None:
     with httpx.Client(timeout=httpx.Timeout(30.0, read=300.0), follow_redirects=False) as client:
         for _ in range(6):  # the first request and up to 5 redirects, each host checked
-            check_host(url)
-            with client.stream("GET", url) as response:
+            target_url, headers, extensions = pinned(url, check_host(url))
+            with client.stream("GET", target_url, headers=headers, extensions=extensions) as response:
                 if response.is_redirect:
                     url = urljoin(url, response.headers.get("location", ""))
                     if check_syntax(url) not in ("http", "https"):
@@ -184,16 +184,33 @@ def fetch(url: str, folder: pathlib.Path) -> Path:
         raise
     except (httpx.HTTPError, OSError, ValueError) as exc:
         raise FetchError(f"could not fetch {url[:200]}: {exc}") from None
+    except Exception as exc:  # the storage library's own errors (botocore, google-auth...)
+        if "credential" in type(exc).__name__.lower():
+            raise FetchError(
+                f"the cluster has no credentials to read {url[:200]}. The operator can set them where lambdaml "
+                "deploys from (AWS_* variables, GOOGLE_APPLICATION_CREDENTIALS: they are forwarded to the replicas) "
+                "or give the cluster's nodes a role that can read the bucket"
+            ) from None
+        raise FetchError(f"could not fetch {url[:200]}: {type(exc).__name__}: {exc}") from None
     return Path(target)
 
 
-async def fetch_inputs(inputs: dict[str, Any], folder: pathlib.Path) -> dict[str, Any]:
-    """``inputs`` with every file URL fetched (concurrently) and replaced by its local Path."""
+def _fetch_readable(url: str, folder: pathlib.Path, locations: list[str]) -> Path:
+    if check_syntax(url) in ("s3", "gs"):
+        check_location(url, locations)
+    return fetch(url, folder)
+
+
+async def fetch_inputs(inputs: dict[str, Any], folder: pathlib.Path, locations: list[str]) -> dict[str, Any]:
+    """``inputs`` with every file URL fetched (concurrently) and replaced by its local Path.
+
+    ``locations``: where ``s3://`` and ``gs://`` inputs may be read (``_urls.input_locations``).
+    """
     jobs = [(name, ref) for name, value in inputs.items() for ref in _found(value, FileRef)]
     if not jobs:
         return inputs
     results = await asyncio.gather(
-        *(asyncio.to_thread(fetch, ref, folder / str(index)) for index, (_, ref) in enumerate(jobs)),
+        *(asyncio.to_thread(_fetch_readable, ref, folder / str(index), locations) for index, (_, ref) in enumerate(jobs)),
         return_exceptions=True,
     )
     problems = [

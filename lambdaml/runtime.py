@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from lambdaml import _clock, _logs, _streams, files
 from lambdaml._settings import cancel_grace
 from lambdaml._threads import SyncRunner
+from lambdaml._urls import input_locations
 from lambdaml.errors import InputError
 from lambdaml.metrics import GpuMemory, NoMetrics
 from lambdaml.model import Model
@@ -98,6 +99,7 @@ class ModelRuntime:
         self._cancel_grace = cancel_grace()
         self.stuck: str | None = None  # why this replica must be replaced (see _until_stopped)
         self._output_location = files.output_location(self.spec.output_url)
+        self._input_locations = input_locations(self._output_location)  # for s3:// and gs:// inputs
         self._gpu = GpuMemory()  # after setup(), which is where torch gets imported
 
     @property
@@ -209,7 +211,7 @@ class ModelRuntime:
     async def _fetch(self, kwargs: dict[str, Any], folder: pathlib.Path, figures: dict[str, float]) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            kwargs = await files.fetch_inputs(kwargs, folder)
+            kwargs = await files.fetch_inputs(kwargs, folder, self._input_locations)
         except InputError:  # a file that cannot be had
             self._metrics.finished("invalid")
             raise

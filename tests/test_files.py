@@ -9,6 +9,8 @@ import base64
 import multiprocessing
 import os
 import pathlib
+import subprocess
+import sys
 from typing import Optional
 
 import httpx
@@ -29,7 +31,9 @@ PNG = base64.b64decode(
 def stored(s3, gcs, http_files):
     """The same small file in S3, GCS and on the HTTP server."""
     s3.pipe("lmt-bucket/in/pixel.png", PNG)
+    s3.pipe("lmt-bucket/inside/pixel.png", PNG)
     gcs.pipe("lmt-bucket/in/pixel.png", PNG)
+    os.environ["LAMBDAML_INPUT_BUCKETS"] = "s3://lmt-bucket/in, gs://lmt-bucket/in/"  # forwarded to replicas
     folder, base, _ = http_files
     (folder / "pixel.png").write_bytes(PNG)
     return {
@@ -176,6 +180,9 @@ def test_without_an_output_location_small_files_come_back_as_data_uris(file_mode
         ("http://169.254.169.254/latest/meta-data/", "internal address"),
         ("http://127.0.0.1:9/secret", "internal address"),
         ("s3://lmt-bucket", "not a complete URL"),
+        ("s3://some-other-bucket/secret.bin", "not in a location this model may read"),
+        ("s3://lmt-bucket/inside/pixel.png", "LAMBDAML_INPUT_BUCKETS"),  # a prefix is whole path segments
+        ("gs://lmt-bucket/artifacts/model.pkl", "not in a location this model may read"),
     ],
 )
 def test_refused_inputs_are_422s_naming_the_input(file_models, bad, reason):
@@ -204,3 +211,18 @@ def test_storage_credentials_reach_replicas_but_not_logs(deployed, s3):
     prediction = lambdaml.create_prediction("cred-probe", {})
     assert prediction["output"] is True
     assert "key is **********" in prediction["logs"] and os.environ["AWS_SECRET_ACCESS_KEY"] not in prediction["logs"]
+
+
+def test_a_bucket_the_cluster_has_no_credentials_for_says_what_to_configure(s3, tmp_path):
+    s3.pipe("lmt-bucket/in/nocred.bin", b"123")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.update(AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"], AWS_EC2_METADATA_DISABLED="true",
+               AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+    script = (
+        "import pathlib, sys\nfrom lambdaml.files import FetchError, fetch\n"
+        f"try:\n    fetch('s3://lmt-bucket/in/nocred.bin', pathlib.Path({str(tmp_path)!r}))\n"
+        "except FetchError as exc:\n    print(exc)\n"
+    )
+    said = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert "has no credentials to read s3://lmt-bucket/in/nocred.bin" in said.stdout, said.stderr
+    assert "AWS_" in said.stdout and "Traceback" not in said.stderr

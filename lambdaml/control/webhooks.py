@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from lambdaml._urls import RefusedURL, check_host
+from lambdaml._urls import RefusedURL, check_host, pinned
 
 if TYPE_CHECKING:
     from lambdaml.control.records import Delivery, Records
@@ -101,13 +101,14 @@ async def deliver(client: httpx.AsyncClient, delivery: Delivery, secret: str) ->
     get the same one. The response body is never read: nothing in it matters.
     """
     try:
-        await asyncio.to_thread(check_host, delivery.url)  # resolves the host: not on the event loop
+        address = await asyncio.to_thread(check_host, delivery.url)  # resolves the host: not on the event loop
     except RefusedURL as exc:
         return Failure(f"refused: {exc}", retryable=False)
-    headers = signed_headers(secret, delivery.webhook_id, delivery.body)
+    url, headers, extensions = pinned(delivery.url, address)
+    headers.update(signed_headers(secret, delivery.webhook_id, delivery.body))
     try:
         async with client.stream(
-            "POST", delivery.url, content=delivery.body.encode(), headers=headers,
+            "POST", url, content=delivery.body.encode(), headers=headers, extensions=extensions,
             timeout=TIMEOUT_S, follow_redirects=False,
         ) as response:
             status = response.status_code
