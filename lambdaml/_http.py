@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic_core import to_json
+from starlette.requests import Request
 from starlette.responses import Response
 
 from lambdaml._durations import parse_duration
@@ -28,6 +29,31 @@ def invalid_response(error: InputError) -> Response:
     return json_response(
         {"title": "Input validation failed", "status": 422, "detail": str(error), "invalid_fields": error.invalid_fields},
         status=422,
+    )
+
+
+class BodyTooLarge(Exception):
+    """A request body over the replica's limit (``LAMBDAML_MAX_REQUEST_BYTES``)."""
+
+
+async def read_body(request: Request, declared: bytes | None, limit: int) -> bytes:
+    """The body, read no further than ``limit`` bytes (``declared``: its Content-Length header)."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"The request body is {int(declared):,} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:  # sent without a length, or longer than it said
+            raise BodyTooLarge(f"The request body is over {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large_response(error: BodyTooLarge, limit: int) -> Response:
+    return error_response(
+        413, "Request body too large",
+        f"{error}, over the limit of {limit:,} bytes (LAMBDAML_MAX_REQUEST_BYTES). "
+        "Send large files as URLs (https://, s3://, gs://) rather than inside the body.",
     )
 
 

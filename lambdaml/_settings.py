@@ -103,6 +103,15 @@ def sync_wait() -> float:
     return _seconds("LAMBDAML_SYNC_WAIT", 60.0)
 
 
+def max_request_bytes() -> int:
+    """The largest request body a model replica reads: ``LAMBDAML_MAX_REQUEST_BYTES`` (8 MiB).
+
+    Bodies carry inputs, ``data:`` URIs included (1 MiB files by default); bigger files
+    go as URLs. Past it a caller gets 413 before the body is read.
+    """
+    return _int("LAMBDAML_MAX_REQUEST_BYTES", 8 * 1024 * 1024)
+
+
 def cancel_grace() -> float:
     """How long a canceled predict may keep running before its replica is replaced: ``LAMBDAML_CANCEL_GRACE`` (10 s)."""
     return _seconds("LAMBDAML_CANCEL_GRACE", 10.0)

@@ -254,7 +254,7 @@ def check_python(cluster_python: str, client_python: str | None = None) -> None:
 # own settings, and the file settings of lambdaml.files: what replicas need to move files.
 _FORWARDED = re.compile(
     r"^(AWS_\w+|GOOGLE_\w+|GCLOUD_\w+|CLOUDSDK_\w+|GCSFS_\w+|FSSPEC_\w+|STORAGE_EMULATOR_HOST"
-    r"|LAMBDAML_(OUTPUT_URL|ALLOWED_HOSTS|MAX_INPUT_BYTES|INLINE_MAX_BYTES|PRESIGN_SECONDS))$"
+    r"|LAMBDAML_(OUTPUT_URL|ALLOWED_HOSTS|INPUT_BUCKETS|MAX_INPUT_BYTES|INLINE_MAX_BYTES|PRESIGN_SECONDS|MAX_REQUEST_BYTES))$"
 )
 _SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL|FSSPEC_", re.IGNORECASE)
 

@@ -26,10 +26,11 @@ from starlette.responses import Response, StreamingResponse
 
 from lambdaml import _clock
 from lambdaml._http import (
-    base_url, cancel_after, error_response, hold_seconds, invalid_response, json_response, location, method_not_allowed,
+    BodyTooLarge, base_url, cancel_after, error_response, hold_seconds, invalid_response, json_response, location,
+    method_not_allowed, read_body, too_large_response,
 )
 from lambdaml._logs import flush_serve_logs_every
-from lambdaml._settings import CONTROL_APP, SHUTDOWN_WAIT_S, cancel_grace, sync_wait
+from lambdaml._settings import CONTROL_APP, SHUTDOWN_WAIT_S, cancel_grace, max_request_bytes, sync_wait
 from lambdaml._streams import sse
 from lambdaml.artifacts import load_code, load_manifest
 from lambdaml.environment import sensitive_values
@@ -90,6 +91,7 @@ class ModelServer:
         self.name = spec.name
         self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))
         self._sync_wait = sync_wait()
+        self._max_body = max_request_bytes()
         self._shutdown_wait = spec.timeout or SHUTDOWN_WAIT_S
         self._replica = replica_name()
         self._control: Any = None
@@ -130,7 +132,7 @@ class ModelServer:
         """``POST /predictions`` and ``PUT /predictions/{id}``: hold the caller up to the hold, else 202."""
         headers = dict(request.scope["headers"])  # one pass over the raw headers: Starlette's lookups cost more
         try:
-            body = self.runtime.parse(await request.body())
+            body = self.runtime.parse(await read_body(request, headers.get(b"content-length"), self._max_body))
             hold = hold_seconds(headers.get(b"prefer"), self._sync_wait)
             deadline = cancel_after(headers.get(b"cancel-after"))
             prediction_id = self._chosen_id(body, path_id)
@@ -138,6 +140,8 @@ class ModelServer:
                 _check_webhook(body.webhook)
         except InputError as exc:
             return invalid_response(exc)
+        except BodyTooLarge as exc:
+            return too_large_response(exc, self._max_body)
         if self.tracker.doomed:  # a predict that will not stop holds the slot: another replica must take it
             return error_response(503, "Replica being replaced", "This replica is being replaced; try again.", {"Retry-After": "1"})
         input_hash = _input_hash(body.input) if prediction_id is not None else ""
