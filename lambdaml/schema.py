@@ -412,7 +412,10 @@ def openapi(name: str, schema: ModelSchema) -> dict[str, Any]:
                 "get": {
                     "summary": "Whether the model is ready",
                     "operationId": "healthCheck",
-                    "responses": {"200": {"description": "READY, STARTING or SETUP_FAILED"}},
+                    "responses": {
+                        "200": {"description": '{"status": "READY"}'},
+                        "503": {"description": '{"status": "SETUP_FAILED"}: lambdaml status NAME says why'},
+                    },
                 }
             },
             "/openapi.json": {

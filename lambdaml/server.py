@@ -117,7 +117,7 @@ class ModelServer:
             if not action:
                 return await self._http_create(request, prediction_id) if method == "PUT" else method_not_allowed(method, path, "PUT")
         if path == "/health-check":
-            return json_response(self.health_status()) if method == "GET" else method_not_allowed(method, path, "GET")
+            return self._health_answer() if method == "GET" else method_not_allowed(method, path, "GET")
         if path == "/openapi.json":
             return Response(self._openapi, media_type="application/json") if method == "GET" else method_not_allowed(method, path, "GET")
         return error_response(
@@ -344,6 +344,12 @@ class ModelServer:
 
     async def _send_records(self, updates: list[dict[str, Any]], running: list[str]) -> dict[str, str]:
         return await self._control_call("sync", self._replica, updates, running)
+
+    def _health_answer(self) -> Response:
+        """For load balancers and anyone on the network: the state alone, 503 unless ready. The
+        setup error and recent failures are for ``lambdaml status`` (the ``health`` handle call)."""
+        status = "SETUP_FAILED" if self.runtime.setup_failed else "READY"
+        return json_response({"status": status}, 200 if status == "READY" else 503)
 
     def health_status(self) -> dict[str, Any]:
         return {**self.runtime.health(), "version": self.version}

@@ -11,6 +11,7 @@ import pytest
 import lambdaml
 from lambdaml import DeployError, Input, model
 from lambdaml.deploy import app_status
+from lambdaml.observe import status
 
 
 @model(name="greet", cpu=0.1, min=0, max=2, scaledown_after=30)
@@ -60,8 +61,9 @@ def test_failed_setup_is_reported_by_deploy_and_health_check(deployed):
 
     with pytest.raises(DeployError, match="no weights at /models/x.pt"):
         deployed(Broken)
-    health = httpx.get(f"{lambdaml.cluster.current().http_url}/broken-setup/health-check").json()
-    assert health["status"] == "SETUP_FAILED"
+    health = httpx.get(f"{lambdaml.cluster.current().http_url}/broken-setup/health-check")
+    assert health.status_code == 503 and health.json() == {"status": "SETUP_FAILED"}  # no error text for callers
+    assert "no weights at /models/x.pt" in "\n".join(status("broken-setup")["errors"])
 
 
 def test_fake_a100_gives_the_replica_the_gpu_and_the_accelerator_constraint(deployed):
