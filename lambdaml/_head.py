@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -306,7 +307,8 @@ def _cluster_processes(temp_dir: Path, session_id: int | None) -> list[int]:
     it with ``start_new_session``); anything else that mentions the private
     temp dir (HAProxy's config path, Ray's session paths) belongs to it too.
     """
-    marker = str(temp_dir).encode()
+    # The dir as a whole path: stopping /tmp/x-123 must leave /tmp/x-1234's processes alone.
+    marker = re.compile(re.escape(str(temp_dir).rstrip("/").encode()) + rb"(?=/|\x00|$)")
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -320,7 +322,7 @@ def _cluster_processes(temp_dir: Path, session_id: int | None) -> list[int]:
                 cmdline = f.read()
         except OSError:
             continue
-        if int(fields[3]) == session_id or marker in cmdline:
+        if int(fields[3]) == session_id or marker.search(cmdline):
             pids.append(int(entry))
     return pids
 

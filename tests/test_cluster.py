@@ -108,3 +108,17 @@ def test_free_ports_are_never_handed_out_twice():
 
     ports = [free_port() for _ in range(200)]
     assert len(set(ports)) == len(ports)
+
+
+def test_a_cluster_owns_the_processes_of_its_dir_not_of_a_longer_named_one(tmp_path):
+    ours, neighbour = tmp_path / "x-123", tmp_path / "x-1234"
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(path)])
+                for path in (ours / "session" / "raylet.out", neighbour / "session", ours)]
+    try:
+        found = _cluster_processes(ours, None)
+        assert sleepers[0].pid in found and sleepers[2].pid in found  # a path inside it, and the dir itself
+        assert sleepers[1].pid not in found  # /x-1234 merely starts with /x-123
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
