@@ -24,6 +24,9 @@ class NoMetrics:
     def started(self) -> None:
         pass
 
+    def stopped(self) -> None:
+        pass
+
     def finished(self, status: str, **figures: float) -> None:
         pass
 
@@ -65,13 +68,15 @@ class ModelMetrics(NoMetrics):
         threading.Thread(target=self._flush_forever, args=(flush_every_s,), name="lambdaml-metrics", daemon=True).start()
 
     def started(self) -> None:
+        """A predict starts running (it has its slot); ``stopped`` always follows."""
         self._in_flight += 1
 
+    def stopped(self) -> None:
+        self._in_flight -= 1
+
     def finished(self, status: str, **figures: float) -> None:
-        """One prediction ended. ``figures``: predict_time, fetch_time, bytes_in, bytes_out, gpu_peak."""
+        """One prediction ended, whether it ran or not. ``figures``: predict_time, fetch_time, bytes_in, bytes_out, gpu_peak."""
         self._pending.append((status, figures))
-        if status != "invalid":
-            self._in_flight -= 1
 
     def _flush_forever(self, seconds: float) -> None:
         while True:

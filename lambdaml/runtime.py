@@ -169,17 +169,17 @@ class ModelRuntime:
                 kwargs = await self._fetch(kwargs, folder, figures)
             async with self._slots:  # at most `concurrency` run; the rest wait here, visible to the autoscaler
                 self._metrics.started()
-                started_at, started = _clock.now(), time.perf_counter()
-                if on_start is not None:
-                    on_start(started_at, logs)
                 try:
+                    started_at, started = _clock.now(), time.perf_counter()
+                    if on_start is not None:
+                        on_start(started_at, logs)
                     with logs:
                         output, error = await self._call(kwargs, prediction_id, logs, figures, on_item)
-                except asyncio.CancelledError:
-                    self._metrics.finished("canceled")
-                    raise
+                finally:
+                    self._metrics.stopped()
                 figures["predict_time"] = time.perf_counter() - started
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # a BaseException: queued, fetching or running, it is counted here
+            self._metrics.finished("canceled")
             if cancel_reason is None:
                 raise
             return _prediction(

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from lambdaml import Input, InputError, Secret, model
+from lambdaml.metrics import NoMetrics
 from lambdaml.runtime import ModelRuntime
 from lambdaml.schema import Prediction
 
@@ -187,3 +188,53 @@ def test_no_more_than_concurrency_predictions_run_at_once():
 
     assert [p["output"] for p in asyncio.run(six_at_once())] == list(range(6))
     assert state["most"] == 2
+
+
+class CountingMetrics(NoMetrics):
+    """The runtime's metrics interface, counting: the in-flight figure and each outcome."""
+
+    def __init__(self) -> None:
+        self.in_flight, self.lowest, self.outcomes = 0, 0, []
+
+    def started(self) -> None:
+        self.in_flight += 1
+
+    def stopped(self) -> None:
+        self.in_flight -= 1
+        self.lowest = min(self.lowest, self.in_flight)
+
+    def finished(self, status: str, **figures: float) -> None:
+        self.outcomes.append(status)
+
+
+def test_in_flight_never_goes_below_zero_and_every_end_is_counted():
+    @model
+    class Broken:
+        def setup(self):
+            raise RuntimeError("no weights")
+
+        def predict(self) -> int:
+            return 1
+
+    broken = CountingMetrics()
+    predict(ModelRuntime(Broken, metrics=broken))
+    assert broken.in_flight == 0 and broken.outcomes == ["failed"]
+
+    @model(concurrency=1)
+    async def slow(x: int) -> int:
+        await asyncio.sleep(5)
+        return x
+
+    counted = CountingMetrics()
+    runtime = ModelRuntime(slow, metrics=counted)
+
+    async def one_running_one_queued_both_cancelled():
+        running = asyncio.ensure_future(runtime.predict({"x": 1}))
+        queued = asyncio.ensure_future(runtime.predict({"x": 2}))
+        await asyncio.sleep(0.2)
+        running.cancel()
+        queued.cancel()  # a caller who went away before its prediction got a slot
+        await asyncio.gather(running, queued, return_exceptions=True)
+
+    asyncio.run(one_running_one_queued_both_cancelled())
+    assert counted.outcomes == ["canceled", "canceled"] and counted.in_flight == 0 and counted.lowest == 0
