@@ -10,6 +10,7 @@ import base64
 import importlib.util
 import json
 import mimetypes
+import os
 import pathlib
 import re
 import sys
@@ -19,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 import fsspec
 import httpx
 
+from lambdaml._urls import safe_file_name
 from lambdaml.errors import ConfigError, InputError
 from lambdaml.model import Model
 
@@ -109,16 +111,26 @@ def _is_file_url(value: str) -> bool:
     return value.startswith("data:") or value.split("://", 1)[0] in ("s3", "gs", "http", "https")
 
 
+def _unused(folder: pathlib.Path, name: str) -> pathlib.Path:
+    """``folder/name``, or ``name-1.ext``, ``name-2.ext``... if that exists: a file already there is kept."""
+    stem, suffix = os.path.splitext(name)
+    target, number = folder / name, 1
+    while target.exists():
+        target, number = folder / f"{stem}-{number}{suffix}", number + 1
+    return target
+
+
 def _save(url: str, folder: pathlib.Path, index: int) -> pathlib.Path:
     folder.mkdir(parents=True, exist_ok=True)
     if url.startswith("data:"):
         header, _, payload = url.partition(",")
         mime = header[5:].split(";")[0]
         content = base64.b64decode(payload) if header.endswith(";base64") else unquote(payload).encode()
-        target = folder / f"output{'' if index == 0 else f'-{index}'}{mimetypes.guess_extension(mime) or ''}"
+        target = _unused(folder, f"output{'' if index == 0 else f'-{index}'}{mimetypes.guess_extension(mime) or ''}")
         target.write_bytes(content)
         return target
-    target = folder / (unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or f"output-{index}")
+    # The server names the file: decoded first, then cut to a plain name, so ..%2F cannot leave the folder.
+    target = _unused(folder, safe_file_name(unquote(urlsplit(url).path), f"output-{index}"))
     if url.startswith(("http://", "https://")):
         with httpx.stream("GET", url, timeout=300, follow_redirects=True) as response, open(target, "wb") as file:
             response.raise_for_status()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -40,6 +41,13 @@ def check_syntax(url: str) -> str:
         if not parts.netloc or (scheme in ("s3", "gs") and not parts.path.strip("/")):
             raise RefusedURL(f"{url[:200]!r} is not a complete URL (expected {scheme}://host-or-bucket/path)")
     return scheme
+
+
+def safe_file_name(name: str, fallback: str) -> str:
+    """A file name from a URL's last part, decoded, that cannot leave its folder: no ``/`` or ``\\``
+    (``..%2F`` decodes to one), no leading dot, only letters, digits, ``.``, ``_`` and ``-``."""
+    last = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", last).lstrip(".") or fallback
 
 
 def allowed_hosts() -> set[str]:

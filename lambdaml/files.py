@@ -19,7 +19,6 @@ import hashlib
 import mimetypes
 import os
 import pathlib
-import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
@@ -30,7 +29,7 @@ from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-from lambdaml._urls import RefusedURL, check_host, check_location, check_syntax, pinned
+from lambdaml._urls import RefusedURL, check_host, check_location, check_syntax, pinned, safe_file_name
 from lambdaml._weights import cached
 from lambdaml.errors import InputError
 
@@ -119,8 +118,7 @@ class FetchError(Exception):
 
 
 def _local_name(url: str, scheme: str) -> str:
-    name = "input" if scheme == "data" else unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "input"
+    return "input" if scheme == "data" else safe_file_name(unquote(urlsplit(url).path), "input")
 
 
 def _too_big(url: str, size: int, limit: int) -> FetchError:
