@@ -7,7 +7,8 @@ logger picks up; ``logging`` records reach a handler on the root logger.
 Everything still flows on to Ray's log files. Each prediction's buffer lives
 in a context variable, which follows ``asyncio`` tasks and
 the worker threads of ``_threads``, so concurrent predictions do not mix. Secret values
-are masked on the way.
+are masked on the way, also in output that belongs to no prediction (threads a model
+starts itself, ``setup()``'s helpers): the replica's own secrets are masked everywhere.
 """
 
 from __future__ import annotations
@@ -23,12 +24,25 @@ import time
 from lambdaml.inputs import REDACTED
 
 
+MIN_MASKED = 4  # a shorter secret is not masked: masking "ab" would garble every "ab" in the logs
+
+
+def maskable(secrets: list[str]) -> list[str]:
+    return [secret for secret in secrets if len(secret) >= MIN_MASKED]
+
+
+def _masked(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 class _Capture:
     """One prediction's buffer; a context manager (a class: ``contextlib``'s generators cost more per request)."""
 
     def __init__(self, secrets: list[str]):
         self.parts: list[str] = []
-        self.secrets = [s for s in secrets if s]
+        self.secrets = maskable(secrets)
         self._token: contextvars.Token | None = None
 
     def __enter__(self) -> _Capture:
@@ -39,9 +53,7 @@ class _Capture:
         _current.reset(self._token)
 
     def mask(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        return _masked(text, self.secrets)
 
     def add(self, text: str) -> str:
         text = self.mask(text)
@@ -53,6 +65,12 @@ class _Capture:
 
 
 _current: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar("lambdaml_capture", default=None)
+_everywhere: list[str] = []  # this replica's secrets: masked in output outside any prediction too
+
+
+def mask_everywhere(secrets: list[str]) -> None:
+    """Mask ``secrets`` in everything this process writes through the tee and the loggers."""
+    _everywhere[:] = maskable(secrets)
 
 
 class _Tee(io.TextIOBase):
@@ -63,6 +81,8 @@ class _Tee(io.TextIOBase):
         capture = _current.get()
         if capture is not None:
             text = capture.add(text)
+        elif _everywhere:
+            text = _masked(text, _everywhere)
         _forwarding.active = True  # Serve's stdout turns writes into log records
         try:
             return self._stream.write(text)
@@ -84,8 +104,12 @@ _SERVE_LOGGER = "ray.serve"
 
 
 def _capture_record(record: logging.LogRecord) -> None:
+    if getattr(_forwarding, "active", False):
+        return  # a write the tee has handled already
     capture = _current.get()
-    if capture is None or getattr(_forwarding, "active", False):
+    if capture is None:
+        if _everywhere:
+            record.msg, record.args = _masked(record.getMessage(), _everywhere), None
         return
     message = capture.add(record.getMessage())
     if not message.endswith("\n"):

@@ -18,6 +18,7 @@ import importlib.util
 import os
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import CodeType, FunctionType, ModuleType
@@ -26,6 +27,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from lambdaml._logs import MIN_MASKED
 from lambdaml.errors import DeployError
 from lambdaml.spec import ModelSpec
 
@@ -294,5 +296,12 @@ def secret_values(names: tuple[str, ...], dotenv_path: str = ".env") -> dict[str
         raise DeployError(
             f"Secret {', '.join(absent)} is not set. Set it in this shell (export {absent[0]}=...) "
             f"or in a .env file in {Path.cwd()}."
+        )
+    short = [name for name, value in values.items() if value and len(value) < MIN_MASKED]
+    if short:
+        warnings.warn(
+            f"Secret {', '.join(short)} is shorter than {MIN_MASKED} characters, so it is not masked in logs "
+            "(masking it would garble every line that happens to contain those characters).",
+            stacklevel=2,
         )
     return values

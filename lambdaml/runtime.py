@@ -73,6 +73,7 @@ class ModelRuntime:
         batcher: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
     ):
         _logs.install()
+        _logs.mask_everywhere(list(masked))
         self._metrics = metrics or NoMetrics()
         self._batcher = batcher  # Ray Serve's batching queue (lambdaml.server), which calls run_batch
         self._slots = asyncio.Semaphore(running_limit(model.spec))
