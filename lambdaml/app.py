@@ -32,6 +32,7 @@ METRICS_INTERVAL_S = 0.25
 LOOK_BACK_PERIOD_S = 2.0
 UPSCALE_DELAY_S = 0.0
 DEFAULT_CPUS = 1.0
+OVERFLOW_MARGIN = 16  # requests past a replica's queue that still reach it, to be told 503 in JSON
 
 
 class AppArgs(BaseModel):
@@ -81,10 +82,14 @@ def serve_options(spec: ModelSpec, nodes: list[dict[str, float]] = (), install: 
     running = max(spec.ongoing_limit, batch_size)
     return {
         "name": spec.name,
-        # Twice what runs at once: the replica queues the extra requests itself (ModelRuntime's
-        # semaphore), where Serve's autoscaler counts them. With HAProxy ingress, requests that
-        # wait in HAProxy are invisible to it, and a model at its limit would never scale up.
-        "max_ongoing_requests": 2 * running,
+        # What runs at once plus @model(queue=...): the replica queues the extra requests itself
+        # (ModelRuntime's semaphore), where Serve's autoscaler counts them (requests that wait in
+        # HAProxy are invisible to it: a model at its limit would never scale up), and answers the
+        # ones past the queue with a JSON 503 (lambdaml.server). The margin lets those reach it;
+        # Serve's own bound, behind it, only catches a burst that outruns the replica's answers.
+        "max_ongoing_requests": running + spec.queue + OVERFLOW_MARGIN,
+        "max_queued_requests": OVERFLOW_MARGIN,
+        "backpressure_config": {"status_code": 503, "retry_after_s": 1},
         "ray_actor_options": actor_options,
         "autoscaling_config": {
             "min_replicas": spec.min,

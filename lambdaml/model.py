@@ -128,6 +128,7 @@ def model(
     max: int = 1,
     concurrency: int = 1,
     max_concurrency: int | None = None,
+    queue: int = 64,
     scaledown_after: float = 60.0,
     timeout: float | None = None,
     packages: list[str] | None = None,
@@ -143,7 +144,7 @@ def model(target: Any = None, /, **params: Any) -> Any:
     """Make a function or class deployable.
 
     ``@model`` or ``@model(name=..., gpu="A100", cpu=1, memory="8Gi", min=0, max=10,
-    concurrency=1, max_concurrency=None, scaledown_after=60, timeout=None,
+    concurrency=1, max_concurrency=None, queue=64, scaledown_after=60, timeout=None,
     packages=None, requirements=None, env=None, secrets=None, output_url=None, batch=None)``.
 
     Without ``packages`` or ``requirements``, the third-party packages the code

@@ -37,7 +37,7 @@ from lambdaml.environment import sensitive_values
 from lambdaml.errors import InputError
 from lambdaml.metrics import ModelMetrics
 from lambdaml.package import unpack
-from lambdaml.runtime import ModelRuntime
+from lambdaml.runtime import ModelRuntime, running_limit
 from lambdaml._tracker import CALLER_WENT_AWAY, CANCELED_BY_CALLER, FINAL, SHUT_DOWN, Flight, Tracker
 from lambdaml.schema import ID_RULE, PREDICTION_ID, openapi
 
@@ -92,6 +92,7 @@ class ModelServer:
         self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))
         self._sync_wait = sync_wait()
         self._max_body = max_request_bytes()
+        self._capacity = running_limit(spec) + spec.queue  # predictions held at once; past it a 503
         self._shutdown_wait = spec.timeout or SHUTDOWN_WAIT_S
         self._replica = replica_name()
         self._control: Any = None
@@ -152,6 +153,12 @@ class ModelServer:
             flight = self.tracker.flights.get(prediction_id)
             if flight is None:  # held by another replica, or finished: answer from the record
                 return json_response(record, 200 if record["status"] in FINAL else 202, location(record))
+        elif len(self.tracker.flights) >= self._capacity:  # running, queued and async ones alike
+            return error_response(
+                503, "Too many predictions queued",
+                f"{self.name} has {len(self.tracker.flights)} predictions running or waiting on this replica, its "
+                "limit (@model(concurrency=..., queue=...)); try again shortly.", {"Retry-After": "1"},
+            )
         else:
             streaming = self.runtime.schema.streaming and b"text/event-stream" in headers.get(b"accept", b"")
             flight = self._start(body, prediction_id, input_hash, base_url(headers), deadline, streaming)

@@ -58,6 +58,9 @@ class ModelSpec(StableModel):
     max: int = Field(default=1, ge=1, description="Most replicas")
     concurrency: int = Field(default=1, ge=1, description="Target in-flight requests per replica")
     max_concurrency: int | None = Field(default=None, ge=1, description="Hard limit of in-flight requests per replica")
+    queue: int = Field(
+        default=64, ge=0, description="Predictions a replica holds waiting for a free slot; past it callers get 503"
+    )
     scaledown_after: float = Field(default=60.0, ge=0, description="Idle seconds before removing a replica")
     timeout: float | None = Field(default=None, gt=0, description="Seconds one prediction may run")
     packages: tuple[str, ...] = Field(default=(), description="pip requirements, e.g. 'tabulate==0.9.0'")

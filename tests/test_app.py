@@ -7,18 +7,20 @@ import lambdaml
 import lambdaml.artifacts
 from lambdaml import model
 from lambdaml._resources import GpuRequest
-from lambdaml.app import AppArgs, choose_gpu, replica_needs, serve_options, unschedulable_reason
+from lambdaml.app import OVERFLOW_MARGIN, AppArgs, choose_gpu, replica_needs, serve_options, unschedulable_reason
 
 
 def test_serve_options_map_the_spec_onto_ray_serve():
     @model(name="big", gpu=["H100:2", "A100:2"], cpu=4, memory="16Gi", min=1, max=50,
-           concurrency=4, max_concurrency=8, scaledown_after=120)
+           concurrency=4, max_concurrency=8, queue=10, scaledown_after=120)
     def big(x: int) -> int:
         return x
 
     a100_node = {"CPU": 96.0, "GPU": 8.0, "accelerator_type:A100": 1.0}
     options = serve_options(big.spec, [a100_node])
-    assert options["max_ongoing_requests"] == 16  # 8 run at once, 8 more queue where the autoscaler sees them
+    # 8 run at once, 10 more queue where the autoscaler sees them, and the replica answers a margin past that with 503
+    assert options["max_ongoing_requests"] == 8 + 10 + OVERFLOW_MARGIN
+    assert options["backpressure_config"] == {"status_code": 503, "retry_after_s": 1}
     assert options["ray_actor_options"] == {
         "num_cpus": 4, "num_gpus": 2, "accelerator_type": "A100", "memory": 16 * 1024**3,
     }

@@ -1,6 +1,8 @@
 """Hostile and careless callers against a real deployment: each answer is a JSON error with the
 status expected, never a traceback, an empty reply or a 5xx. Loopback only, bounded in size."""
 
+import asyncio
+import concurrent.futures
 import socket
 from typing import Optional
 from urllib.parse import urlsplit
@@ -98,3 +100,26 @@ def test_a_body_that_claims_60_mb_is_refused_before_it_is_sent(url):
 def test_the_replica_still_answers_after_the_hostile_table(url):
     response = httpx.post(f"{url}/predictions", json={"input": {"text": "fine"}}, timeout=60)
     assert response.status_code == 200 and response.json()["output"] == 4
+
+
+@model(name="rel-queue", cpu=0.1, min=1, max=1, concurrency=1, queue=2)
+async def queued_target(pause: float = Input(default=1.0, description="Seconds")) -> str:
+    await asyncio.sleep(pause)
+    return "done"
+
+
+def test_past_its_queue_a_replica_answers_503_with_retry_after_and_every_accepted_request_ends(cluster):
+    url = queued_target.deploy().url
+    try:
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(
+                lambda _: httpx.post(f"{url}/predictions", json={"input": {"pause": 3}}, timeout=60), range(12)
+            ))
+        accepted = [a for a in answers if a.status_code == 200]
+        refused = [a for a in answers if a.status_code == 503]
+        assert len(accepted) + len(refused) == 12, [a.status_code for a in answers]
+        assert len(accepted) == 3  # one running and two queued (queue=2) on the one replica (max=1)
+        assert all(a.json()["status"] == "succeeded" for a in accepted)
+        assert all(a.headers["retry-after"] == "1" and "queue=" in a.json()["detail"] for a in refused)
+    finally:
+        queued_target.delete()
