@@ -14,6 +14,7 @@ import os
 import pathlib
 import re
 import sys
+import traceback
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -38,7 +39,10 @@ def load_models(target: str) -> list[Model]:
     sys.path.insert(0, str(path.parent.resolve()))  # so the file's own helper modules import
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # SyntaxError included: the user's file, not lambdaml, is at fault
+        raise ConfigError(f"{_where(exc, path)}: {type(exc).__name__}: {_message(exc)} (--debug shows the traceback)") from exc
     if attribute:
         found = getattr(module, attribute, None)
         if not isinstance(found, Model):
@@ -48,6 +52,18 @@ def load_models(target: str) -> list[Model]:
     if not models:
         raise ConfigError(f"{path} defines no @model. Decorate a function or class with @lambdaml.model")
     return models
+
+
+def _where(exc: Exception, path: pathlib.Path) -> str:
+    """``file, line N``: where the user's file failed (the deepest frame in it), else the file."""
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return f"{exc.filename or path}, line {exc.lineno}"
+    ours = [frame for frame in traceback.extract_tb(exc.__traceback__) if pathlib.Path(frame.filename) == path.resolve()]
+    return f"{path}, line {ours[-1].lineno}" if ours else str(path)
+
+
+def _message(exc: Exception) -> str:
+    return exc.msg if isinstance(exc, SyntaxError) else str(exc)
 
 
 # ------------------------------------------------------------------ -i inputs
@@ -96,6 +112,8 @@ def parse_inputs(pairs: list[str], input_schema: dict[str, Any]) -> dict[str, An
         schema = properties.get(key, {})
         item_schema = schema.get("items", {}) if "array" in _types(schema) and text[:1] != "[" else schema
         value = _convert(key, text, item_schema)
+        if key in values and schema and "array" not in _types(schema):
+            raise InputError(f"Input {key} was given twice (-i {key}=...); it takes one value")
         if key in values or item_schema is not schema:
             existing = values.get(key, [])
             values[key] = (existing if isinstance(existing, list) else [existing]) + [value]

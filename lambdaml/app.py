@@ -133,13 +133,18 @@ def possible_nodes() -> list[dict[str, float]]:
     return node_resources() + [node_type["resources"] for node_type in published().values()]
 
 
+def _amount(resource: str, amount: float) -> str:
+    """``16.1 GiB`` for Ray's memory resources (bytes), the plain number for the rest."""
+    return f"{amount / 2**30:.1f} GiB" if resource in ("memory", "object_store_memory") else f"{amount:g}"
+
+
 def unschedulable_reason(needs: dict[str, float], nodes: list[dict[str, float]]) -> str | None:
     """Why no node of ``nodes`` (their total resources) could ever hold a replica needing ``needs``; None if one can."""
     if any(all(node.get(name, 0) >= amount for name, amount in needs.items()) for node in nodes):
         return None
-    wanted = ", ".join(f"{name}={amount:g}" for name, amount in needs.items())
+    wanted = ", ".join(f"{name}={_amount(name, amount)}" for name, amount in needs.items())
     have = "; ".join(
-        ", ".join(f"{name}={amount:g}" for name, amount in sorted(node.items()) if not name.startswith("node:"))
+        ", ".join(f"{name}={_amount(name, amount)}" for name, amount in sorted(node.items()) if not name.startswith("node:"))
         for node in nodes
     )
     return f"a replica needs {wanted}, and no node has that (nodes: {have or 'none'})"

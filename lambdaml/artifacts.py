@@ -135,7 +135,9 @@ class ArtifactStore:
     def previous_version(self, name: str) -> str:
         """The version deployed before the current one."""
         deploys = self.deploys(name)
-        current = deploys[-1]["version"] if deploys else None
+        if not deploys:
+            raise NotDeployedError(f"No model named {name!r} has been deployed from the artifact store {self.url}.")
+        current = deploys[-1]["version"]
         for record in reversed(deploys):
             if record["version"] != current:
                 return record["version"]

@@ -24,6 +24,7 @@ from lambdaml.artifacts import ArtifactStore, Manifest, VersionInfo, load_manife
 from lambdaml.errors import DeployError, NotDeployedError
 from lambdaml.model import Model
 from lambdaml.package import build as build_artifact
+from lambdaml.spec import ModelSpec
 
 @dataclass(frozen=True)
 class Deployment:
@@ -70,6 +71,7 @@ def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Pr
     python, _ = environment.cluster_environment(info.address)
     environment.check_python(python)
     secrets = environment.secret_values(model.spec.secrets)
+    _check_fits(model.spec, info.embedded)
     progress("environment", "capturing code and packages")
     manifest, code = build_artifact(model, secrets)
     store = _store_for(info)
@@ -91,12 +93,21 @@ def rollback(
         raise NotDeployedError(f"{name!r} has no version {version!r}; known versions: {known}") from None
     environment.check_python(environment.cluster_environment(info.address)[0], manifest.python)
     secrets = environment.secret_values(manifest.model_spec().secrets)
+    _check_fits(manifest.model_spec(), info.embedded)
     return _run(store, manifest, secrets, wait, timeout, progress)
 
 
 def versions(name: str) -> list[VersionInfo]:
     """Stored versions of ``name``, oldest first, with deploy times; no secret values."""
     return ArtifactStore().versions(name)
+
+
+def _check_fits(spec: ModelSpec, embedded: bool) -> None:
+    """Refuse, before anything is stored or started, a model no node of the cluster could ever hold."""
+    growing = bool(published())
+    if embedded or growing:  # else the cluster may grow in ways we cannot see
+        nodes = possible_nodes()
+        check_schedulable(spec.name, serve_options(spec, nodes)["ray_actor_options"], nodes, growing)
 
 
 def _run(
@@ -109,10 +120,6 @@ def _run(
     install = environment.missing(manifest.requirements, environment.cluster_environment(info.address)[1])
     if install:
         progress("install", f"the cluster will install {', '.join(install)} (cached after the first time)")
-    growing = bool(published())
-    if info.embedded or growing:  # else the cluster may grow in ways we cannot see
-        nodes = possible_nodes()
-        check_schedulable(spec.name, serve_options(spec, nodes)["ray_actor_options"], nodes, growing)
     artifact = store.artifact_url(spec.name, manifest.version)
     app, fingerprint = build_with_fingerprint(
         {

@@ -68,7 +68,8 @@ def test_unschedulable_reason_compares_needs_with_each_node():
     assert unschedulable_reason(gpu_replica, [node]) is None
     reason = unschedulable_reason(replica_needs({"num_cpus": 4.0}), [node])
     assert reason.startswith("a replica needs CPU=4") and "node:" not in reason
-    assert unschedulable_reason(replica_needs({"num_cpus": 1.0, "memory": 16e9}), [node]) is not None
+    too_much = unschedulable_reason(replica_needs({"num_cpus": 1.0, "memory": 16 * 2**30}), [node])
+    assert "memory=16.0 GiB" in too_much and "memory=7.5 GiB" in too_much  # bytes, said for people
 
 
 def test_builder_deploys_a_stored_artifact_from_its_url_alone(deployed, cluster):

@@ -195,3 +195,16 @@ def test_unchanged_code_deployed_from_two_processes_keeps_its_version_and_replic
         assert pids[0] == pids[1]  # the second deploy left the running replica alone
     finally:
         delete("cli-steady")
+
+
+def test_mistakes_get_one_line_that_says_what_is_wrong(cluster, tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("from lambdaml import model\n\n@model\ndef f(x: int) -> int\n    return x\n")
+    code, output = cli("deploy", str(broken))
+    assert code == 1 and f"{broken}, line 4: SyntaxError" in output and "Traceback" not in output
+    missing = tmp_path / "missing_import.py"
+    missing.write_text("import lambdaml\nimport no_such_module_anywhere\n")
+    code, output = cli("deploy", str(missing))
+    assert code == 1 and "line 2: ModuleNotFoundError" in output and len(output.strip().splitlines()) == 1
+    code, output = cli("rollback", "no-such-model")
+    assert code == 1 and "No model named 'no-such-model'" in output

@@ -4,7 +4,10 @@ import base64
 import http.server
 import threading
 
-from lambdaml._cli_io import save_output_files
+import pytest
+
+from lambdaml import InputError
+from lambdaml._cli_io import parse_inputs, save_output_files
 
 
 def test_a_server_chosen_name_cannot_leave_the_folder_and_nothing_is_overwritten(tmp_path):
@@ -36,3 +39,10 @@ def test_a_server_chosen_name_cannot_leave_the_folder_and_nothing_is_overwritten
     assert [path.name for path in saved] == ["output-1.png", "escaped.txt", "windows.txt", "result-1.txt"]
     assert not (tmp_path / "escaped.txt").exists()
     assert (folder / "result.txt").read_bytes() == b"mine" and (folder / "output.png").read_bytes() == b"mine too"
+
+
+def test_an_input_given_twice_is_named():
+    schema = {"properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}}}
+    with pytest.raises(InputError, match="Input name was given twice"):
+        parse_inputs(["name=ada", "name=bob"], schema)
+    assert parse_inputs(["tags=a", "tags=b"], schema) == {"tags": ["a", "b"]}  # a list input takes several

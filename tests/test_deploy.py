@@ -110,6 +110,8 @@ def test_a_model_no_node_can_hold_fails_fast_in_plain_words(cluster):
         too_big.deploy(timeout=10)
     with pytest.raises(lambdaml.NotDeployedError):
         app_status("too-big")
+    with pytest.raises(lambdaml.NotDeployedError):  # refused before its artifact was stored
+        lambdaml.versions("too-big")
 
 
 @pytest.fixture
