@@ -40,7 +40,7 @@ class AppArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    artifact: str = Field(description="URL of the artifact folder, e.g. s3://bucket/lambdaml/hello/3f2a9c81d0e4")
+    artifact: str = Field(description="URL of the artifact folder, e.g. s3://bucket/lambdaml/hello/3f2a9c81d0e4b7a65c21")
     install: list[str] | None = Field(
         default=None, description="Packages to install; by default, those the builder's Python lacks"
     )

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from lambdaml import _clock
 from lambdaml._pickling import for_hashing
 from lambdaml._settings import artifact_store_url
-from lambdaml.errors import NotDeployedError
+from lambdaml.errors import LambdamlError, NotDeployedError
 from lambdaml.spec import ModelSpec
 
 MANIFEST = "manifest.json"
@@ -39,6 +39,7 @@ class Manifest(BaseModel):
     spec: dict[str, Any]
     requirements: list[str] = Field(default_factory=list)
     code_bytes: int = 0
+    code_sha256: str = ""  # of model.pkl as stored: checked before a replica unpickles it
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec.model_validate(self.spec, context={"stored": True})
@@ -55,10 +56,13 @@ class VersionInfo(BaseModel):
 
 
 def content_version(manifest: Manifest, code: bytes) -> str:
-    """Hash of the code and the manifest's content (not its timestamp): the same in every process."""
+    """Hash of the code and the manifest's content (not its timestamp): the same in every process.
+
+    80 bits: two different artifacts of one model sharing a version by chance is out of reach.
+    """
     digest = hashlib.sha256(for_hashing(code))
-    digest.update(manifest.model_dump_json(exclude={"version", "created_at"}).encode())
-    return digest.hexdigest()[:12]
+    digest.update(manifest.model_dump_json(exclude={"version", "created_at", "code_sha256"}).encode())
+    return digest.hexdigest()[:20]
 
 
 class ArtifactStore:
@@ -77,7 +81,7 @@ class ArtifactStore:
 
     def save(self, manifest: Manifest, code: bytes) -> Manifest:
         """Store the artifact under its content version (kept as is if it is already there)."""
-        manifest = manifest.model_copy(update={"code_bytes": len(code)})
+        manifest = manifest.model_copy(update={"code_bytes": len(code), "code_sha256": hashlib.sha256(code).hexdigest()})
         version = content_version(manifest, code)
         manifest_path = self._path(manifest.name, version, MANIFEST)
         if self.fs.exists(manifest_path):
@@ -149,6 +153,19 @@ def load_manifest(artifact_url: str) -> Manifest:
         return Manifest.model_validate_json(file.read())
 
 
-def load_code(artifact_url: str) -> bytes:
+class ArtifactTampered(LambdamlError):
+    """An artifact's code is not what was stored with its manifest: it is never unpickled."""
+
+
+def load_code(artifact_url: str, manifest: Manifest) -> bytes:
+    """The artifact's code, checked against its manifest's hash before anyone unpickles it."""
     with fsspec.open(f"{artifact_url.rstrip('/')}/{CODE}", "rb") as file:
-        return file.read()
+        code = file.read()
+    found = hashlib.sha256(code).hexdigest()
+    if found != manifest.code_sha256:
+        raise ArtifactTampered(
+            f"The code of {artifact_url} has SHA-256 {found}, but its manifest says "
+            f"{manifest.code_sha256 or 'nothing'}: it was changed after lambdaml stored it, so it is not loaded. "
+            "Deploy the model again to store a fresh artifact."
+        )
+    return code

@@ -343,7 +343,7 @@ def rollback(
 ) -> None:
     """Redeploy the previous version of a model, or the one given.
 
-    Example: `lambdaml rollback hello` or `lambdaml rollback hello 3f2a9c81d0e4`
+    Example: `lambdaml rollback hello` or `lambdaml rollback hello 3f2a9c81d0e4b7a65c21`
     """
     from lambdaml.deploy import rollback as roll_back
 

@@ -86,7 +86,7 @@ class ModelServer:
             self._batched.set_batch_wait_timeout_s(spec.batch.wait_ms / 1000)
             batcher = self._batched
         self.runtime = ModelRuntime(
-            unpack(load_code(artifact)), debug=debug, masked=masked, metrics=ModelMetrics(spec.name), batcher=batcher
+            unpack(load_code(artifact, manifest)), debug=debug, masked=masked, metrics=ModelMetrics(spec.name), batcher=batcher
         )
         self.name = spec.name
         self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))

@@ -3,7 +3,7 @@
 import pytest
 
 from lambdaml import NotDeployedError
-from lambdaml.artifacts import ArtifactStore, Manifest, load_code, load_manifest
+from lambdaml.artifacts import ArtifactStore, ArtifactTampered, Manifest, load_code, load_manifest
 
 
 def manifest(**changes) -> Manifest:
@@ -18,7 +18,17 @@ def test_same_content_same_version_and_kept_once(tmp_path):
     assert store.save(manifest(), b"code-2").version != first.version
     assert store.save(manifest(requirements=["x==1"]), b"code-1").version != first.version
     url = store.artifact_url("m", first.version)
-    assert load_code(url) == b"code-1" and load_manifest(url).code_bytes == 6
+    assert load_code(url, load_manifest(url)) == b"code-1" and load_manifest(url).code_bytes == 6
+    assert len(first.version) == 20
+
+
+def test_code_changed_in_the_store_is_refused_before_it_is_unpickled(tmp_path):
+    store = ArtifactStore(str(tmp_path))
+    saved = store.save(manifest(), b"honest code")
+    url = store.artifact_url("m", saved.version)
+    (tmp_path / "m" / saved.version / "model.pkl").write_bytes(b"evil code")  # whoever can write the store
+    with pytest.raises(ArtifactTampered, match="changed after lambdaml stored it"):
+        load_code(url, load_manifest(url))
 
 
 def test_versions_deploys_and_previous(tmp_path):

@@ -33,7 +33,7 @@ class Counter:
 def test_function_deploys_and_answers_locally_remotely_and_by_name(deployed):
     deployment = deployed(greet)
     assert deployment.url.endswith("/greet") and deployment.url.startswith("http://127.0.0.1:")
-    assert len(deployment.version) == 12
+    assert len(deployment.version) == 20
     assert greet(name="ada") == "hello ada"
     assert greet.remote(name="ada", times=2) == "hello ada hello ada"
     assert lambdaml.run("greet", input={"name": "bob"}) == "hello bob"
