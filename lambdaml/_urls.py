@@ -74,12 +74,14 @@ def check_host(url: str) -> str:
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    allowed = host in allowed_hosts() or f"{host}:{port}" in allowed_hosts()
     try:
         addresses = [info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)]
     except (socket.gaierror, UnicodeError):
+        if allowed:  # the operator vouches for it; it may resolve where and when it is used
+            return host
         raise RefusedURL(f"cannot resolve the host of {url[:200]!r}") from None
-    allowed = allowed_hosts()
-    if host in allowed or f"{host}:{port}" in allowed:
+    if allowed:
         return addresses[0]
     internal = sorted(a for a in addresses if _is_internal(a))
     if internal:

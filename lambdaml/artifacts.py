@@ -27,6 +27,7 @@ from lambdaml.spec import ModelSpec
 
 MANIFEST = "manifest.json"
 CODE = "model.pkl"
+DELETED = "deleted.json"  # in a model's folder while it is deleted
 
 
 class Manifest(BaseModel):
@@ -94,12 +95,26 @@ class ArtifactStore:
 
     def record_deploy(self, name: str, version: str) -> None:
         """Note that ``version`` of ``name`` was deployed now (unless it already was the current one)."""
+        if self.fs.exists(deleted := self._path(name, DELETED)):
+            self.fs.rm(deleted)
         if self.current_version(name) == version:
             return
         stamp = _clock.now()
         record = json.dumps({"version": version, "deployed_at": stamp}).encode()
         self.fs.makedirs(self._path(name, "deploys"), exist_ok=True)
         self.fs.pipe_file(self._path(name, "deploys", f"{stamp.replace(':', '-')}-{version}.json"), record)
+
+    def record_delete(self, name: str) -> None:
+        """Note that ``name`` was deleted: ``lambdaml up`` does not bring it back (a deploy undoes this)."""
+        if self.fs.exists(self._path(name)):
+            self.fs.pipe_file(self._path(name, DELETED), json.dumps({"deleted_at": _clock.now()}).encode())
+
+    def live_models(self) -> list[str]:
+        """Names deployed from this store and not deleted since: what a restarted cluster should run."""
+        if not self.fs.exists(self.root):
+            return []
+        names = sorted(path.rstrip("/").rsplit("/", 1)[-1] for path in self.fs.ls(self.root, detail=False))
+        return [name for name in names if self.current_version(name) and not self.fs.exists(self._path(name, DELETED))]
 
     def deploys(self, name: str) -> list[dict[str, str]]:
         """Deploy records of ``name``, oldest first."""

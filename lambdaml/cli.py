@@ -362,8 +362,11 @@ def up(
         None, "--simulate", help="A cluster-launcher YAML (e.g. cluster.yaml) whose node types to simulate locally."
     ),
     idle_timeout: float = typer.Option(60.0, help="With --simulate: idle seconds before a simulated node is removed."),
+    empty: bool = typer.Option(False, "--empty", help="Do not bring back the models that ran before `lambdaml down`."),
 ) -> None:
-    """Start the local cluster in the background (deploy starts it too).
+    """Start the local cluster in the background (deploy starts it too), with the models it ran before.
+
+    Every model deployed and not deleted comes back at its last deployed version (`--empty` skips that).
 
     With `--simulate cluster.yaml` the local cluster behaves like that cluster: its head
     takes no replicas, and the autoscaler adds a fake node of the right type (fake GPUs
@@ -378,6 +381,15 @@ def up(
     what = f"Simulated cluster ({info.simulated})" if info.simulated else "Local cluster"
     console.print(f"{what} running. Predictions API: {info.http_url}  Ray dashboard: {info.dashboard_url}",
                   highlight=False)
+    if empty:
+        return
+    from lambdaml.deploy import restore
+
+    brought, failed = restore()
+    if brought:
+        console.print("Brought back: " + ", ".join(f"{d.name} ({d.version})" for d in brought), highlight=False)
+    for name, reason in failed.items():
+        errors.print(f"[yellow]Could not bring back {name}:[/] {reason}", highlight=False)
 
 
 @command

@@ -21,7 +21,7 @@ from lambdaml._node_types import published
 from lambdaml._settings import debug_enabled
 from lambdaml.app import build_with_fingerprint, check_schedulable, possible_nodes, serve_options
 from lambdaml.artifacts import ArtifactStore, Manifest, VersionInfo, load_manifest
-from lambdaml.errors import DeployError, NotDeployedError
+from lambdaml.errors import DeployError, LambdamlError, NotDeployedError
 from lambdaml.model import Model
 from lambdaml.package import build as build_artifact
 from lambdaml.spec import ModelSpec
@@ -95,6 +95,25 @@ def rollback(
     secrets = environment.secret_values(manifest.model_spec().secrets)
     _check_fits(manifest.model_spec(), info.embedded)
     return _run(store, manifest, secrets, wait, timeout, progress)
+
+
+def restore(progress: Progress = _quiet) -> tuple[list[Deployment], dict[str, str]]:
+    """After ``lambdaml down`` or a reboot: every model the store says was deployed and not deleted,
+    that is not running, at its last deployed version. Returns those deployed and, by name, why others could not be."""
+    from ray import serve
+
+    info = cluster.connect()
+    store = _store_for(info)
+    running = set(serve.status().applications)
+    brought, failed = [], {}
+    for name in store.live_models():
+        if name in running:
+            continue
+        try:
+            brought.append(rollback(name, version=store.current_version(name), progress=progress))
+        except (LambdamlError, FileNotFoundError) as exc:  # a secret not set here, a version gone: the others go on
+            failed[name] = str(exc)
+    return brought, failed
 
 
 def versions(name: str) -> list[VersionInfo]:
@@ -246,6 +265,7 @@ def delete(name: str) -> None:
     """Delete the application named ``name`` (no error if it is already gone)."""
     from ray import serve
 
-    cluster.connect()
+    info = cluster.connect()
     cluster.forget_handle(name)
     serve.delete(name)
+    _store_for(info).record_delete(name)  # so that `lambdaml up` does not bring it back

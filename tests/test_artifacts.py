@@ -63,3 +63,17 @@ def test_a_stored_spec_reads_back_anywhere(tmp_path, monkeypatch):
     stored = Manifest(name="m", python="3.11", spec=spec.model_dump(mode="json"))
     monkeypatch.chdir("/")  # a replica does not have the requirements file
     assert stored.model_spec() == spec
+
+
+def test_live_models_are_those_deployed_and_not_deleted_since(tmp_path):
+    store = ArtifactStore(str(tmp_path))
+    def stored(name: str) -> str:
+        return store.save(Manifest(name=name, python="3.11", spec={"name": name}), name.encode()).version
+
+    for name in ("kept", "gone", "back"):
+        store.record_deploy(name, stored(name))
+    stored("stored-only")  # never deployed
+    store.record_delete("gone")
+    store.record_delete("back")
+    store.record_deploy("back", store.current_version("back"))  # deployed again after its delete
+    assert store.live_models() == ["back", "kept"]

@@ -77,8 +77,9 @@ def test_records_survive_a_restart_and_orphans_are_reaped(private):
 
     lambdaml("down")
     assert (home / ".lambdaml" / "records.db").is_file()
-    lambdaml("up")
+    restarted = lambdaml("up")
     back = time.monotonic()
+    assert "Brought back: restartable (" in restarted.stdout, restarted.stdout  # the model it ran before
 
     kept = httpx.get(finished["urls"]["get"], timeout=10)
     assert kept.status_code == 200 and kept.json()["status"] == "succeeded" and kept.json()["output"] == "done"
@@ -86,3 +87,16 @@ def test_records_survive_a_restart_and_orphans_are_reaped(private):
         assert time.monotonic() - back < 30, orphan
         time.sleep(0.5)
     assert orphan["status"] == "failed" and "lost" in orphan["error"]
+
+    again = httpx.post(f"{base}/restartable/predictions", json={"input": {}}, timeout=60).json()
+    assert again["status"] == "succeeded"
+
+
+def test_a_deleted_model_stays_deleted_across_a_restart(private):
+    base, lambdaml, _ = private
+    lambdaml("deploy", "restartable.py")
+    lambdaml("delete", "restartable")
+    lambdaml("down")
+    restarted = lambdaml("up")
+    assert "restartable" not in restarted.stdout
+    assert "restartable" not in lambdaml("ls").stdout
