@@ -132,7 +132,7 @@ def app_handle(name: str) -> Any:
     return _handles[name]
 
 
-def call_app(name: str, method: str, *args: Any) -> Any:
+def call_app(name: str, method: str, *args: Any, timeout_s: float | None = None) -> Any:
     """Call ``method`` of application ``name`` through its handle and wait for the result.
 
     Works where an event loop is already running (a Jupyter kernel): Serve's
@@ -143,9 +143,9 @@ def call_app(name: str, method: str, *args: Any) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # no loop here: wait on this thread
-        return response.result()
+        return response.result(timeout_s=timeout_s)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as waiter:
-        return waiter.submit(response.result).result()
+        return waiter.submit(response.result, timeout_s=timeout_s).result()
 
 
 def forget_handle(name: str) -> None:

@@ -170,8 +170,6 @@ def _run(
 
 def _running_with(name: str, fingerprint: str) -> bool:
     """Whether ``name`` runs, settled, on replicas made of exactly this (a redeploy would only restart them)."""
-    from ray import serve
-
     try:
         state = app_status(name)
     except NotDeployedError:
@@ -179,7 +177,7 @@ def _running_with(name: str, fingerprint: str) -> bool:
     if state["status"] != "RUNNING" or not state["replicas"].get("RUNNING"):
         return False  # at zero replicas a redeploy restarts nothing; mid-rollout it must go through
     try:
-        return serve.get_app_handle(name).fingerprint.remote().result(timeout_s=10) == fingerprint
+        return cluster.call_app(name, "fingerprint", timeout_s=10) == fingerprint
     except Exception:  # an older lambdaml's replicas, or one that is stopping: deploy as usual
         return False
 
