@@ -108,7 +108,8 @@ def _capture_record(record: logging.LogRecord) -> None:
         return  # a write the tee has handled already
     capture = _current.get()
     if capture is None:
-        if _everywhere:
+        # Serve's access line of every request holds no secret: not formatted and searched here
+        if _everywhere and not getattr(record, "serve_access_log", False):
             record.msg, record.args = _masked(record.getMessage(), _everywhere), None
         return
     message = capture.add(record.getMessage())
