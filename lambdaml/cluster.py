@@ -159,7 +159,8 @@ def _disconnect() -> None:
     """Close handles, then leave Ray.
 
     A handle's metrics thread outlives ``ray.shutdown()`` and would otherwise
-    make Ray start a new local instance at interpreter exit.
+    make Ray start a new local instance at interpreter exit; the thread the
+    handles ran on is stopped too (see ``_ray_internals.stop_handle_loop``).
     """
     global _connected
     _connected = None
@@ -168,6 +169,9 @@ def _disconnect() -> None:
     if "ray" in sys.modules:
         import ray
 
+        from lambdaml._ray_internals import stop_handle_loop
+
+        stop_handle_loop()
         if ray.is_initialized():
             ray.shutdown()
 

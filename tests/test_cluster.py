@@ -51,6 +51,20 @@ def test_another_process_reuses_the_running_cluster(cluster):
     assert int(output.stdout.strip()) == cluster.supervisor_pid
 
 
+def test_leaving_the_cluster_stops_the_thread_handles_ran_on(cluster, deployed):
+    """A Ray call from that thread while Ray shuts down would end the caller with exit status 1."""
+    deployed(listening)
+    code = (
+        "import threading, lambdaml, lambdaml.cluster as c\n"
+        "print(lambdaml.run('listening'), c.call_app('listening', 'health'))\n"
+        "c._disconnect()\n"
+        "print([t.name for t in threading.enumerate() if 'router_event_loop' in t.name])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
 def test_shutdown_leaves_no_process_and_frees_the_ports(cluster, tmp_path_factory, monkeypatch):
     """A second embedded cluster, on ports of its own, started and stopped."""
     from lambdaml._head import free_port
