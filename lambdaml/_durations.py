@@ -10,6 +10,8 @@ import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
+# What parse_duration reads and is more than zero, as a JSON Schema pattern (the OpenAPI document's).
+POSITIVE_DURATION = r"^\s*(\d*[1-9]\d*(\.\d+)?|\d+\.\d*[1-9]\d*)\s*(ms|s|m|h|d)?\s*$"
 
 
 def parse_duration(text: str) -> float:

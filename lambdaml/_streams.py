@@ -32,11 +32,9 @@ async def iterate(produced: Any, threads: SyncRunner) -> AsyncIterator[Any]:
         yield item
 
 
-def combine(items: list[Any]) -> Any:
-    """A non-streaming request's output: strings concatenated (tokens of a text), anything else as a list."""
-    if items and all(isinstance(item, str) for item in items):
-        return "".join(items)
-    return items
+def combine(items: list[Any], text: bool) -> Any:
+    """A non-streaming request's output: a ``str`` stream's items joined (tokens of one text), others as a list."""
+    return "".join(items) if text else items
 
 
 def sse(event: str, data: Any) -> bytes:

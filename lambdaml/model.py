@@ -12,7 +12,8 @@ import inspect
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
 
-from lambdaml.schema import ModelSchema, Prediction, describe, openapi, predict_callable, resolve_defaults, type_hints
+from lambdaml._openapi import openapi
+from lambdaml.schema import ModelSchema, Prediction, describe, predict_callable, resolve_defaults, type_hints
 from lambdaml.spec import ModelSpec, build_spec, kebab_case
 
 if TYPE_CHECKING:

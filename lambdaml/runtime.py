@@ -290,7 +290,7 @@ class ModelRuntime:
             items.append(await self._deliver(item, prediction_id, figures))
             if on_item is not None:
                 await on_item(items[-1])
-        return _streams.combine(items)
+        return _streams.combine(items, self.schema.streams_text)
 
     async def _deliver(self, result: Any, prediction_id: str, figures: dict[str, float]) -> Any:
         if files.has_files(result):

@@ -24,7 +24,6 @@ from lambdaml.errors import ConfigError, InputError
 from lambdaml.files import Path, file_fields
 from lambdaml.inputs import Input, Secret
 
-_REF = "#/components/schemas/{model}"
 PREDICTION_ID = r"^[A-Za-z0-9_-]{1,128}$"  # ids become URL path segments and storage keys
 ID_RULE = "a prediction id is 1-128 characters: letters, digits, _ and -"
 WebhookEvent = Literal["start", "output", "logs", "completed"]
@@ -115,7 +114,10 @@ class ModelSchema:
             input=(self.input_model, Field() if self._has_required_inputs else Field(default_factory=dict, validate_default=True)),
             id=(str | None, Field(default=None, pattern=PREDICTION_ID, description="Your id for the prediction "
                                   "(1-128 letters, digits, _ and -); random if absent")),
-            webhook=(str | None, Field(default=None, description="A URL to POST the prediction to as it changes")),
+            webhook=(str | None, Field(
+                default=None, description="A URL to POST the prediction to as it changes (public hosts only)",
+                json_schema_extra={"format": "uri", "pattern": "^https?://"},  # checked by the server, with the host
+            )),
             webhook_events_filter=(
                 list[WebhookEvent] | None,
                 Field(default=None, description="Which events reach the webhook; all four by default"),
@@ -141,10 +143,18 @@ class ModelSchema:
         """The output as JSON-ready data (pydantic models and containers included)."""
         return self.output_adapter.dump_python(output, mode="json")
 
+    @functools.cached_property
+    def streams_text(self) -> bool:
+        """A generator of ``str``: its items are tokens of one text, which a plain request gets joined."""
+        return self.streaming and self.output_adapter.json_schema().get("type") == "string"
+
     def output_json_schema(self, ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+        """What a plain request's output is: for a generator, its items as a list, or joined if they are text."""
         item = self.output_adapter.json_schema(ref_template=ref_template)
         if not self.streaming:
             return item
+        if self.streams_text:
+            return {**item, "x-lambdaml-stream": True}  # Cog's ConcatenateIterator, always concatenated
         definitions = item.pop("$defs", None)
         wrapped = {"type": "array", "items": item, "x-lambdaml-stream": True}  # Replicate's iterator outputs
         return {**wrapped, "$defs": definitions} if definitions else wrapped
@@ -353,74 +363,3 @@ def resolve_defaults(function: Callable[..., Any], args: tuple, kwargs: dict[str
                 raise TypeError(f"{function.__qualname__}() missing required input {parameter.name!r}")
             bound.arguments[parameter.name] = parameter.default.default
     return dict(bound.arguments)
-
-
-def _lift_defs(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
-    components.update(schema.pop("$defs", {}))
-    return schema
-
-
-def openapi(name: str, schema: ModelSchema) -> dict[str, Any]:
-    """One OpenAPI 3.1 document for the model's HTTP API, served at ``/{name}/openapi.json``."""
-    components: dict[str, Any] = {}
-    components["Input"] = _lift_defs(schema.input_model.model_json_schema(ref_template=_REF), components)
-    output = _lift_defs(schema.output_json_schema(ref_template=_REF), components)
-    components["Output"] = {"title": "Output", **output}
-    prediction = _lift_defs(Prediction.model_json_schema(ref_template=_REF), components)
-    prediction["properties"]["input"] = {"$ref": "#/components/schemas/Input"}
-    prediction["properties"]["output"] = {"$ref": "#/components/schemas/Output"}
-    components["PredictionResponse"] = prediction
-    request = schema.request_model.model_json_schema(ref_template=_REF)
-    request.pop("$defs", None)  # the input model and what it uses: lifted above, under Input
-    request["properties"]["input"] = {"$ref": "#/components/schemas/Input"}
-    components["PredictionRequest"] = request
-    components["InvalidInput"] = {
-        "title": "InvalidInput",
-        "type": "object",
-        "properties": {
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-            "invalid_fields": {"type": "array", "items": {"type": "object"}},
-        },
-    }
-
-    def respond(ref: str, description: str) -> dict[str, Any]:
-        content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
-        return {"description": description, "content": content}
-
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": name, "version": "1.0.0", "description": f"Predictions API of the {name} model"},
-        "servers": [{"url": f"/{name}"}],
-        "paths": {
-            "/predictions": {
-                "post": {
-                    "summary": "Run a prediction",
-                    "operationId": "predict",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictionRequest"}}},
-                    },
-                    "responses": {
-                        "200": respond("PredictionResponse", "The prediction, succeeded or failed"),
-                        "422": respond("InvalidInput", "An input is missing, of the wrong type or out of range"),
-                    },
-                }
-            },
-            "/health-check": {
-                "get": {
-                    "summary": "Whether the model is ready",
-                    "operationId": "healthCheck",
-                    "responses": {
-                        "200": {"description": '{"status": "READY"}'},
-                        "503": {"description": '{"status": "SETUP_FAILED"}: lambdaml status NAME says why'},
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {"summary": "This document", "operationId": "openapi", "responses": {"200": {"description": "OpenAPI"}}}
-            },
-        },
-        "components": {"schemas": components},
-    }

@@ -39,7 +39,8 @@ from lambdaml.metrics import ModelMetrics
 from lambdaml.package import unpack
 from lambdaml.runtime import ModelRuntime, running_limit
 from lambdaml._tracker import CALLER_WENT_AWAY, CANCELED_BY_CALLER, FINAL, SHUT_DOWN, Flight, Tracker
-from lambdaml.schema import ID_RULE, PREDICTION_ID, openapi
+from lambdaml._openapi import openapi
+from lambdaml.schema import ID_RULE, PREDICTION_ID
 
 
 def _input_hash(inputs: BaseModel) -> str:
@@ -148,6 +149,8 @@ class ModelServer:
         input_hash = _input_hash(body.input) if prediction_id is not None else ""
         if prediction_id is not None and (existing := await self._existing(prediction_id)) is not None:
             record, known_hash = existing
+            if record.get("model") != self.name:  # ids are unique across models; say nothing of the other one
+                return error_response(409, "Conflict", f"The id {prediction_id!r} is taken by another prediction; choose another.")
             if known_hash != input_hash:
                 return error_response(409, "Conflict", f"A prediction with id {prediction_id!r} exists with a different input.")
             flight = self.tracker.flights.get(prediction_id)
@@ -335,11 +338,11 @@ class ModelServer:
             flight.cancel(CANCELED_BY_CALLER)
             return json_response(flight.record)
         try:
-            record = await self._control_call("cancel", prediction_id, CANCELED_BY_CALLER)
+            record = await self._control_call("cancel", prediction_id, CANCELED_BY_CALLER, self.name)
         except Exception as exc:
             return error_response(503, "Records unavailable", f"The prediction records cannot be reached: {exc}", {"Retry-After": "1"})
         if record is None:
-            return error_response(404, "Not found", f"No prediction with id {prediction_id!r}.")
+            return error_response(404, "Not found", f"{self.name} has no prediction with id {prediction_id!r}.")
         return json_response(record)
 
     async def _control_call(self, method: str, *args: Any) -> Any:

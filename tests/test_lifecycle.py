@@ -203,6 +203,18 @@ def test_put_is_an_idempotent_create(backend, urls, tmp_path):
     assert bad.status_code == 422 and bad.json()["invalid_fields"][0]["field"] == "id"
 
 
+def test_another_models_prediction_cannot_be_reached_by_its_id(backend, urls):
+    prediction_id = f"mine-{backend.name}-{time.time_ns()}"
+    mine = httpx.put(f"{urls['sync']}/predictions/{prediction_id}", json={"input": {"text": "secret"}}, timeout=30)
+    assert mine.status_code == 200
+    until(urls["base"], prediction_id)
+    theirs = httpx.put(f"{urls['async']}/predictions/{prediction_id}", json={"input": {"text": "secret"}}, timeout=30)
+    assert theirs.status_code == 409 and "secret" not in theirs.text  # not answered from, nor overwriting, the record
+    canceled = httpx.post(f"{urls['async']}/predictions/{prediction_id}/cancel", timeout=30)
+    assert canceled.status_code == 404 and "secret" not in canceled.text
+    assert record(urls["base"], prediction_id)["output"] == "secret"
+
+
 # ------------------------------------------------------------------ cancel, deadlines, disconnects
 
 

@@ -203,6 +203,7 @@ def test_page_orders_newest_first_with_cursors_and_model_filter(records):
 def test_request_cancel(records):
     records.upsert([new("running"), new("finished"), done("finished")])
     assert records.request_cancel("unknown", "x") is None
+    assert records.request_cancel("running", "x", model="another") is None  # another model's route cannot reach it
     assert records.request_cancel("finished", "x") == records.get("finished")
     assert records.request_cancel("running", "first")["status"] == "starting"
     assert records.request_cancel("running", "second")["status"] == "starting"

@@ -121,7 +121,10 @@ def test_openapi_documents_inputs_constraints_and_output():
     assert schemas["Input"]["required"] == ["prompt"]
     assert schemas["Output"]["type"] == "array"
     assert schemas["Caption"]["properties"]["score"]["type"] == "number"
-    assert set(document["paths"]) == {"/predictions", "/health-check", "/openapi.json"}
+    assert set(document["paths"]) == {
+        "/predictions", "/predictions/{prediction_id}", "/predictions/{prediction_id}/cancel", "/health-check", "/openapi.json",
+    }  # every route server.ModelServer answers
+    assert set(document["paths"]["/predictions"]["post"]["responses"]) == {"200", "202", "409", "413", "422", "503"}
     assert document["servers"] == [{"url": "/typed"}]
 
 

@@ -91,8 +91,8 @@ class ControlServer:
 
         return await asyncio.to_thread(read)
 
-    async def cancel(self, prediction_id: str, reason: str = CANCELED_BY_CALLER) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self.records.request_cancel, prediction_id, reason)
+    async def cancel(self, prediction_id: str, reason: str = CANCELED_BY_CALLER, model: str | None = None) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self.records.request_cancel, prediction_id, reason, model)
 
     # ------------------------------------------------------------------ HTTP
 

@@ -350,16 +350,18 @@ class Records:
         previous_cursor = _cursor("previous", rows[0]) if newer else None
         return [{name: row[name] for name in PUBLIC} for row in rows], next_cursor, previous_cursor
 
-    def request_cancel(self, prediction_id: str, reason: str) -> dict[str, Any] | None:
+    def request_cancel(self, prediction_id: str, reason: str, model: str | None = None) -> dict[str, Any] | None:
         """Ask to cancel (the replica learns it at its next ``sync``); the first reason wins.
 
-        None for an unknown id; a finished record comes back unchanged.
+        None for an unknown id, or one of another model than ``model`` (a model's own
+        cancel route reaches only its predictions); a finished record comes back unchanged.
         """
         columns = predictions.c
-        ask = sa.update(predictions).where(columns.id == prediction_id, _UNFINISHED, columns.cancel_reason.is_(None))
+        this = columns.id == prediction_id if model is None else sa.and_(columns.id == prediction_id, columns.model == model)
+        ask = sa.update(predictions).where(this, _UNFINISHED, columns.cancel_reason.is_(None))
         with self._write() as connection:
             connection.execute(ask.values(cancel_reason=reason, updated_ts=time.time()))
-            row = connection.execute(sa.select(*_PUBLIC).where(columns.id == prediction_id)).mappings().first()
+            row = connection.execute(sa.select(*_PUBLIC).where(this)).mappings().first()
         return dict(row) if row else None
 
     def sync(self, replica: str, updates: list[dict[str, Any]], running: list[str]) -> dict[str, str]:
