@@ -21,7 +21,7 @@ from lambdaml._node_types import published
 from lambdaml._settings import SHUTDOWN_WAIT_S, cancel_grace
 from lambdaml._resources import GpuRequest
 from lambdaml.artifacts import load_manifest
-from lambdaml.environment import installed_here, missing, runtime_env
+from lambdaml._installs import installed_here, missing, runtime_env
 from lambdaml.errors import DeployError
 from lambdaml.spec import ModelSpec
 

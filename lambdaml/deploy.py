@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from lambdaml import cluster, environment
+from lambdaml import _installs, cluster, environment
 from lambdaml._node_types import published
 from lambdaml._settings import debug_enabled
 from lambdaml.app import build_with_fingerprint, check_schedulable, possible_nodes, serve_options
@@ -68,8 +68,8 @@ def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Pr
     info = cluster.connect()
     model.schema  # describe now: a bad annotation fails here, not in a replica
     progress("environment", "checking the cluster's Python and packages")
-    python, _ = environment.cluster_environment(info.address)
-    environment.check_python(python)
+    python, _ = _installs.cluster_environment(info.address)
+    _installs.check_python(python)
     secrets = environment.secret_values(model.spec.secrets)
     _check_fits(model.spec, info.embedded)
     progress("environment", "capturing code and packages")
@@ -91,7 +91,7 @@ def rollback(
     except FileNotFoundError:
         known = ", ".join(v.version for v in store.versions(name))
         raise NotDeployedError(f"{name!r} has no version {version!r}; known versions: {known}") from None
-    environment.check_python(environment.cluster_environment(info.address)[0], manifest.python)
+    _installs.check_python(_installs.cluster_environment(info.address)[0], manifest.python)
     secrets = environment.secret_values(manifest.model_spec().secrets)
     _check_fits(manifest.model_spec(), info.embedded)
     return _run(store, manifest, secrets, wait, timeout, progress)
@@ -136,8 +136,10 @@ def _run(
 
     info = cluster.connect()
     spec = manifest.model_spec()
-    install = environment.missing(manifest.requirements, environment.cluster_environment(info.address)[1])
+    install = _installs.missing(manifest.requirements, _installs.cluster_environment(info.address)[1])
     if install:
+        progress("install", f"checking that pip can install {', '.join(install)} on the cluster")
+        _installs.check_installable(info.address, spec.name, install)
         progress("install", f"the cluster will install {', '.join(install)} (cached after the first time)")
     artifact = store.artifact_url(spec.name, manifest.version)
     app, fingerprint = build_with_fingerprint(

@@ -3,16 +3,12 @@
 * Which of the user's modules must travel by value (``__main__``, notebook
   cells, helper files that are not installed) and which third-party
   distributions the code imports, found by walking the model's bytecode.
-* What the cluster's Python already has, so that only the difference is
-  installed through Ray's ``runtime_env`` (an empty difference means no
-  runtime_env at all, and a replica that starts as fast as any other).
 * Environment variables and secrets for the replicas.
 """
 
 from __future__ import annotations
 
 import dis
-import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -24,14 +20,12 @@ from pathlib import Path
 from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from lambdaml._logs import MIN_MASKED
 from lambdaml.errors import DeployError
 from lambdaml.spec import ModelSpec
 
-CLIENT_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 _INSTALLED_ROOTS = tuple(
     str(Path(p).resolve())
     for p in {
@@ -200,54 +194,6 @@ def _own_version() -> str:
         return importlib.metadata.version("lambdaml")
     except importlib.metadata.PackageNotFoundError:
         return ""
-
-
-def installed_here() -> tuple[str, dict[str, str]]:
-    """This interpreter's Python major.minor and installed distributions (name -> version)."""
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
-    return CLIENT_PYTHON, installed
-
-
-def missing(requirements: list[str], installed: dict[str, str]) -> list[str]:
-    """The requirements ``installed`` does not satisfy; unparseable ones (URLs, paths) always count."""
-    result = []
-    for line in requirements:
-        try:
-            requirement = Requirement(line)
-        except InvalidRequirement:
-            result.append(line)
-            continue
-        version = installed.get(canonicalize_name(requirement.name))
-        if version is None or (requirement.specifier and not requirement.specifier.contains(version, prereleases=True)):
-            result.append(line)
-    return result
-
-
-def runtime_env(install: list[str]) -> dict[str, Any] | None:
-    """Ray's runtime_env for packages the cluster lacks; None when there is nothing to install."""
-    if not install:
-        return None
-    return {"pip": {"packages": list(install), "pip_check": False}}
-
-
-@functools.cache
-def cluster_environment(address: str) -> tuple[str, dict[str, str]]:
-    """``installed_here`` as seen by a worker of the cluster at ``address`` (cached per process)."""
-    import ray
-
-    probe = ray.remote(num_cpus=0)(installed_here)
-    return ray.get(probe.remote(), timeout=120)
-
-
-def check_python(cluster_python: str, client_python: str | None = None) -> None:
-    """Code pickled by one Python minor version cannot be loaded by another: say so before deploying."""
-    client_python = client_python or CLIENT_PYTHON
-    if cluster_python != client_python:
-        raise DeployError(
-            f"This machine runs Python {client_python} but the cluster runs Python {cluster_python}. "
-            f"lambdaml ships code as Python {client_python} bytecode, which the cluster cannot load. "
-            f"Deploy from a Python {cluster_python} environment, or use a cluster with Python {client_python}."
-        )
 
 
 # ------------------------------------------------------------------ variables and secrets

@@ -9,6 +9,7 @@ Ray's state API for logs, and the artifact store for versions. The CLI's
 from __future__ import annotations
 
 import queue
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 
 from lambdaml import cluster
+from lambdaml._installs import pip_errors
 from lambdaml._node_types import published
 from lambdaml.app import node_resources, unschedulable_reason
 from lambdaml._settings import CONTROL_APP
@@ -50,6 +52,7 @@ class ModelInfo:
     message: str = ""
     replicas: list[ReplicaInfo] = field(default_factory=list)
     required_resources: dict[str, float] = field(default_factory=dict)
+    installs: list[str] = field(default_factory=list)  # what a new replica installs first (pip runtime_env)
 
 
 def serve_details() -> dict[str, Any]:
@@ -97,7 +100,24 @@ def _model_info(name: str, app: dict[str, Any], http_url: str, store: ArtifactSt
         message="\n".join(m for m in messages if m),
         replicas=replicas,
         required_resources=deployments[0].get("required_resources", {}) if deployments else {},
+        installs=_pip_packages(deployments[0]) if deployments else [],
     )
+
+
+def _pip_packages(deployment: dict[str, Any]) -> list[str]:
+    options = (deployment.get("deployment_config") or {}).get("ray_actor_options") or {}
+    return list(((options.get("runtime_env") or {}).get("pip") or {}).get("packages") or [])
+
+
+def start_failure(message: str) -> str | None:
+    """What Serve's "failed to start N times" message says went wrong, in a line: pip's errors
+    for a package that would not install, else the exception's last line; None for other messages."""
+    if "failed to start" not in message:
+        return None
+    if "ERROR:" in message:
+        return "installing its packages failed: " + pip_errors(message).replace("\n", " ")
+    raised = [line.strip() for line in message.splitlines() if re.match(r"^\s*[\w.]+(Error|Exception)\b.*:", line)]
+    return raised[-1] if raised else message.splitlines()[-1].strip()
 
 
 def list_models() -> list[ModelInfo]:
@@ -120,9 +140,15 @@ def model_info(name: str) -> ModelInfo:
     return _model_info(name, app, info.http_url, _store_or_none())
 
 
-def pending_reason(needs: dict[str, float]) -> str:
-    """Why a replica that needs ``needs`` is not running yet, in plain words."""
+def pending_reason(needs: dict[str, float], installs: list[str] = ()) -> str:
+    """Why a replica that needs ``needs`` (and installs ``installs`` first) is not running yet, in plain words."""
+    import ray
+
     cluster.connect(start_embedded=False)
+    if unschedulable_reason(needs, [ray.available_resources()]) is None:  # there is room: it is starting
+        if installs:
+            return f"starting: installing {', '.join(installs)} (the first replica; later ones reuse the install)"
+        return "starting: loading its code and running setup()"
     wanted = ", ".join(f"{name}={amount:g}" for name, amount in needs.items() if amount)
     if "GPU" in needs or any(name.startswith("accelerator_type:") for name in needs):
         gpu = next((n.split(":", 1)[1] for n in needs if n.startswith("accelerator_type:")), "GPU")
@@ -140,10 +166,14 @@ def pending_reason(needs: dict[str, float]) -> str:
 def status(name: str) -> dict[str, Any]:
     """``lambdaml status``: the model, its replicas, why any are pending, and recent errors."""
     model = model_info(name)
-    errors = [model.message] if model.message and model.status != "RUNNING" else []
-    pending = []
-    if any(r.state in _PENDING_STATES for r in model.replicas) or model.running < model.target:
-        pending.append(pending_reason(model.required_resources))
+    failure = start_failure(model.message)
+    errors, pending = [], []
+    if failure is not None:  # Serve gave up starting replicas: that is the whole story
+        errors.append(f"{name} cannot start a replica: {failure}. Fix it and deploy again.")
+    elif model.message and model.status != "RUNNING":
+        errors.append(model.message)
+    elif any(r.state in _PENDING_STATES for r in model.replicas) or model.running < model.target:
+        pending.append(pending_reason(model.required_resources, model.installs))
     if model.running:
         health = cluster.call_app(name, "health")
         if health["status"] == "SETUP_FAILED":

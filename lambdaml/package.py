@@ -14,7 +14,8 @@ from types import ModuleType
 import cloudpickle
 
 from lambdaml.artifacts import Manifest
-from lambdaml.environment import CLIENT_PYTHON, requirements_for, scan_code
+from lambdaml._installs import CLIENT_PYTHON
+from lambdaml.environment import requirements_for, scan_code
 from lambdaml.errors import ConfigError
 from lambdaml.model import Model
 

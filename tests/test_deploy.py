@@ -171,6 +171,17 @@ def test_a_package_the_cluster_lacks_is_installed_through_runtime_env(deployed):
     assert tabulated.remote() == "0.9.0"
 
 
+def test_a_package_pip_cannot_install_stops_the_deploy_before_anything_rolls_out(cluster):
+    @model(name="uninstallable", cpu=0.1, min=0, packages=["tabulate==0.0.0.0.1"])
+    def uninstallable() -> int:
+        return 1
+
+    with pytest.raises(DeployError, match=r"(?s)pip cannot install.*No matching distribution found for tabulate==0.0.0.0.1"):
+        uninstallable.deploy()
+    with pytest.raises(lambdaml.NotDeployedError):
+        app_status("uninstallable")
+
+
 def test_redeploy_is_a_no_op_new_code_is_a_new_version_and_rollback_restores(deployed):
     def make(greeting: str):
         @model(name="versioned", cpu=0.1, min=1)
@@ -194,9 +205,9 @@ def test_redeploy_is_a_no_op_new_code_is_a_new_version_and_rollback_restores(dep
 
 
 def test_a_python_version_mismatch_stops_the_deploy(cluster, monkeypatch):
-    from lambdaml import environment
+    from lambdaml import _installs
 
-    monkeypatch.setattr(environment, "CLIENT_PYTHON", "3.99")  # pretend this client runs another Python
+    monkeypatch.setattr(_installs, "CLIENT_PYTHON", "3.99")  # pretend this client runs another Python
 
     @model(name="mismatch", cpu=0.1)
     def mismatch() -> int:

@@ -6,15 +6,8 @@ import textwrap
 import pytest
 
 from lambdaml import DeployError, model
-from lambdaml.environment import (
-    check_python,
-    installed_here,
-    missing,
-    requirements_for,
-    runtime_env,
-    scan_code,
-    secret_values,
-)
+from lambdaml._installs import check_python, installed_here, missing, pip_refusal, runtime_env
+from lambdaml.environment import requirements_for, scan_code, secret_values
 
 
 @pytest.fixture
@@ -90,6 +83,14 @@ def test_this_interpreter_satisfies_its_own_pins():
     python, installed = installed_here()
     assert python == f"{sys.version_info.major}.{sys.version_info.minor}"
     assert missing([f"pydantic=={installed['pydantic']}"], installed) == []
+
+
+def test_pip_says_why_a_package_cannot_be_installed_without_installing_anything():
+    refusal = pip_refusal(["tabulate==0.0.0.0.1"])
+    assert "No matching distribution found for tabulate==0.0.0.0.1" in refusal and "from versions: ..." in refusal
+    assert pip_refusal(["tabulate==0.9.0"]) is None
+    with pytest.raises(ImportError):
+        import tabulate  # noqa: F401  (a dry run: still not installed)
 
 
 def test_python_mismatch_is_a_clear_error():

@@ -3,7 +3,10 @@ status expected, never a traceback, an empty reply or a 5xx. Loopback only, boun
 
 import asyncio
 import concurrent.futures
+import os
+import signal
 import socket
+import time
 from typing import Optional
 from urllib.parse import urlsplit
 
@@ -129,6 +132,77 @@ def test_past_its_queue_a_replica_answers_503_with_retry_after_and_every_accepte
         assert all(a.headers["retry-after"] == "1" and "queue=" in a.json()["detail"] for a in refused)
     finally:
         queued_target.delete()
+
+
+# ------------------------------------------------------------------ replicas that cannot start or go away
+
+
+@model(name="rel-unstartable", cpu=0.1, min=0, max=1)
+def unstartable() -> str:
+    return "never"
+
+
+def test_a_model_whose_replicas_cannot_start_answers_json_and_status_says_why(cluster):
+    """Past deploy's own check (pip resolves the packages first), as a package that fails only on
+    the cluster would: Serve gives up starting replicas, and callers learn it at once, in JSON."""
+    from ray import serve
+
+    from lambdaml.app import build_with_fingerprint
+    from lambdaml.artifacts import ArtifactStore
+    from lambdaml.deploy import app_status
+    from lambdaml.observe import status
+
+    stored = unstartable.deploy()  # stored and routed; then replaced by one that must install a missing file
+    app, _ = build_with_fingerprint({"artifact": ArtifactStore().artifact_url(stored.name, stored.version),
+                                     "install": ["/tmp/lambdaml-nosuch-0.1-py3-none-any.whl"]})
+    serve.run_many([serve.RunTarget(target=app, name=stored.name, route_prefix=f"/{stored.name}")],
+                   wait_for_applications_running=False)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(httpx.post, f"{stored.url}/predictions", json={"input": {}}, timeout=240)
+            deadline = time.monotonic() + 240
+            while app_status(stored.name)["status"] not in ("UNHEALTHY", "DEPLOY_FAILED") and time.monotonic() < deadline:
+                time.sleep(1)
+            later = httpx.post(f"{stored.url}/predictions", json={"input": {}}, timeout=30)
+            for response in (later, waiting.result(timeout=30)):  # the waiting caller is answered too
+                assert response.status_code == 503 and response.headers["content-type"] == "application/json", response.text
+                assert f"lambdaml status {stored.name}" in response.json()["detail"]
+        report = status(stored.name)
+        assert report["pending"] == [] and "cannot start a replica" in report["errors"][0]
+        assert "lambdaml-nosuch-0.1-py3-none-any.whl" in report["errors"][0]
+    finally:
+        unstartable.delete()
+
+
+@model(name="rel-doomed", cpu=0.1, min=1, max=1)
+def doomed(pid_file: str = Input(description="Where to write this replica's pid")) -> str:
+    import os as system
+    import time as clock
+
+    with open(pid_file, "w") as file:
+        file.write(str(system.getpid()))
+    clock.sleep(120)
+    return "never"
+
+
+def test_a_caller_whose_replica_is_killed_mid_request_gets_a_json_error(cluster, tmp_path):
+    """Not an empty reply: Serve's proxy answers for the lost replica, in lambdaml's error shape."""
+    url = doomed.deploy().url
+    pid_file = tmp_path / "pid"
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(httpx.post, f"{url}/predictions", json={"input": {"pid_file": str(pid_file)}},
+                                 headers={"Prefer": "wait=60"}, timeout=90)
+            deadline = time.monotonic() + 60
+            while not pid_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            response = answer.result()
+        assert response.status_code == 500 and response.headers["content-type"] == "application/json", response.text
+        error = response.json()
+        assert error["title"] == "Replica lost" and "try again" in error["detail"] and "Traceback" not in error["detail"]
+    finally:
+        doomed.delete()
 
 
 # ------------------------------------------------------------------ an OpenAPI fuzzer against every example
