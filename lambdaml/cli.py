@@ -22,7 +22,7 @@ from rich.table import Table
 
 from lambdaml import _cli_io, _cli_predictions, client, cluster, observe, predictions
 from lambdaml._node_types import Simulation, publish, read_cluster_yaml
-from lambdaml.errors import ClusterError, InputError, LambdamlError, NotDeployedError
+from lambdaml.errors import ClusterError, InputError, LambdamlError
 
 app = typer.Typer(
     help="Serve ML models on Ray: deploy a @model file, call it, watch it.",
@@ -95,10 +95,9 @@ def _http_base() -> str:
 
 def _openapi(name: str) -> dict[str, Any]:
     base = _http_base()
-    response = client.request("GET", f"{base}/{name}/openapi.json", f"reading {name}'s inputs")
-    if response.status_code != 200:
-        raise NotDeployedError(f"No model named {name!r} is deployed at {base}. See `lambdaml ls`.")
-    return response.json()
+    # Asked of a replica: at zero replicas, one starts first (packages, setup()); say so while it does.
+    with errors.status(f"[bold]{name}[/]: reading its inputs (a replica may be starting: installing packages, running setup())"):
+        return client.openapi_document(name, base)
 
 
 # ------------------------------------------------------------------ deploy and call

@@ -134,13 +134,27 @@ def _output_of(prediction: dict[str, Any] | Prediction) -> Any:
 _file_inputs: dict[str, set[str]] = {}
 
 
+def openapi_document(name: str, base: str | None = None) -> dict[str, Any]:
+    """The OpenAPI document of ``name``. A replica serves it, so at zero replicas this waits for
+    one to start (installing packages, running setup()), as long as a prediction would."""
+    base = base or http_base_url()
+    url = f"{base}/{name}/openapi.json"
+    response = request("GET", url, f"reading {name}'s inputs", MAX_HOLD_S + HOLD_SLACK_S)
+    if response.status_code == 200:
+        return response.json()
+    if response.status_code == 404 and not _is_json(response):
+        raise _not_deployed(name, base)
+    raise ClusterError(f"HTTP {response.status_code} from {url}: {_detail(response)}")
+
+
 def _file_inputs_of(base: str, name: str) -> set[str]:
     """Which inputs of ``name`` take files, from its OpenAPI document (asked once per process)."""
     if name not in _file_inputs:
-        response = request("GET", f"{base}/{name}/openapi.json", f"reading {name}'s inputs")
-        if response.status_code != 200:
+        try:
+            document = openapi_document(name, base)
+        except NotDeployedError:
             return set()  # not deployed (yet): the prediction request itself will say so
-        _file_inputs[name] = file_fields(response.json()["components"]["schemas"]["Input"])
+        _file_inputs[name] = file_fields(document["components"]["schemas"]["Input"])
     return _file_inputs[name]
 
 

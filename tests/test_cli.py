@@ -162,6 +162,30 @@ def test_real_subprocess_deploys_and_predicts(cluster, tmp_path):
         delete("cli-sub")
 
 
+def test_predict_waits_for_a_replica_that_takes_long_to_start(cluster, tmp_path):
+    """At zero replicas, a setup() longer than the old 30 s read timeout: predict follows it to the end."""
+    source = tmp_path / "slow_start.py"
+    source.write_text(textwrap.dedent("""
+        import time
+        from lambdaml import model
+
+        @model(name="cli-slow-start", cpu=0.1, min=0, max=1)
+        class SlowStart:
+            def setup(self):
+                time.sleep(35)  # stands in for weights loading, or packages installing
+
+            def predict(self, x: int) -> int:
+                return x * 2
+    """))
+    try:
+        assert cli("deploy", str(source))[0] == 0
+        predicted = subprocess.run([sys.executable, "-m", "lambdaml.cli", "predict", "cli-slow-start", "-i", "x=21"],
+                                   capture_output=True, text=True, timeout=300)
+        assert predicted.returncode == 0 and predicted.stdout.strip() == "42", predicted.stderr
+    finally:
+        delete("cli-slow-start")
+
+
 def test_dashboard_rest_api_lists_a_deployed_model(deployed_cli, cluster):
     applications = httpx.get(f"{cluster.dashboard_url}/api/serve/applications/", timeout=30).json()["applications"]
     assert applications["cli-shout"]["status"] == "RUNNING"
