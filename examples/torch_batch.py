@@ -1,4 +1,4 @@
-"""A tiny torch classifier that batches requests: CPU here, CUDA when a GPU is present.
+"""A tiny torch classifier that batches requests: on the CPU as written, on CUDA with `gpu="T4"` (or any GPU) added.
 
 `@model(batch=...)` makes Ray Serve gather up to 16 concurrent requests (waiting at most
 5 ms) into one call of `predict`, which receives a list per input and returns one output

@@ -80,8 +80,29 @@ def _state_path(settings: ClusterSettings) -> Path:
     return settings.temp_dir / _STATE_FILE
 
 
+def private_dir(path: Path) -> Path:
+    """``path``, made if absent, owned by this user and closed to others (0700).
+
+    The cluster's folder holds its state file (which cluster to send secrets to), its
+    logs and the HAProxy wrapper it runs: one another local user made or can write to
+    would let them run code as this user. Refused with a clear message instead."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = path.lstat()
+    if path.is_symlink() or status.st_uid != os.getuid():
+        raise ClusterError(
+            f"The local cluster's folder {path} belongs to another user (or is a link). Remove it, "
+            "or choose a folder of your own with LAMBDAML_TEMP_DIR=..."
+        )
+    if status.st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
 def read_state(settings: ClusterSettings) -> ClusterInfo | None:
     """The embedded cluster recorded in the temp dir, if it still answers."""
+    if not settings.temp_dir.exists():
+        return None
+    private_dir(settings.temp_dir)
     try:
         info = ClusterInfo(**json.loads(_state_path(settings).read_text()))
     except (OSError, ValueError, TypeError):
@@ -187,6 +208,9 @@ def start(resources: dict[str, float] | None = None, simulate: Simulation | None
     for a GPU node on a laptop. ``simulate`` makes it a simulated autoscaling
     cluster instead, whose head has the resources of the YAML's head type.
     """
+    from lambdaml._ray_internals import check_version
+
+    check_version()
     settings = cluster_settings()
     running = read_state(settings)
     if running is not None:
@@ -201,8 +225,8 @@ def start(resources: dict[str, float] | None = None, simulate: Simulation | None
                 f"Cannot start the local cluster: port {port} on 127.0.0.1 is already in use.\n"
                 f"Stop whatever uses it, or choose another port with {what}=..."
             )
-    settings.temp_dir.mkdir(parents=True, exist_ok=True)
-    (settings.temp_dir / "hp").mkdir(exist_ok=True)
+    private_dir(settings.temp_dir)
+    (settings.temp_dir / "hp").mkdir(mode=0o700, exist_ok=True)
     log_path = settings.temp_dir / "ray-start.log"
     environment = _head_environment(settings)
     autoscaling_config = node_types = None

@@ -38,7 +38,8 @@ def main() -> None:
 
     ensure_running()  # the records API answers at /v1 from the start, models or not
 
-    from lambdaml._warm_workers import WarmPool, raylet_stub
+    from lambdaml._ray_internals import raylet_stub
+    from lambdaml._warm_workers import WarmPool
 
     WarmPool(raylet_stub(), args.warm_workers).run_forever()
 

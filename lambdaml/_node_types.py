@@ -57,16 +57,16 @@ def read_cluster_yaml(path: str | Path) -> tuple[dict[str, float], NodeTypes]:
 
 def publish(node_types: NodeTypes) -> None:
     """Record the node types the connected cluster can add (this process must be a Ray driver)."""
-    from ray.experimental.internal_kv import _internal_kv_put
+    from lambdaml._ray_internals import kv_put
 
-    _internal_kv_put(_KV_KEY, json.dumps(node_types), overwrite=True, namespace=_KV_NAMESPACE)
+    kv_put(_KV_KEY, json.dumps(node_types))
 
 
 def published() -> NodeTypes:
     """The node types the connected cluster said it can add; empty when it said nothing."""
-    from ray.experimental.internal_kv import _internal_kv_get
+    from lambdaml._ray_internals import kv_get
 
-    raw = _internal_kv_get(_KV_KEY, namespace=_KV_NAMESPACE)
+    raw = kv_get(_KV_KEY)
     return json.loads(raw) if raw else {}
 
 

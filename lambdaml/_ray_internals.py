@@ -1,12 +1,23 @@
-"""Where lambdaml changes Ray's own behaviour, for the Ray version it was read in (2.60.0).
+"""Every use lambdaml makes of Ray's internals, for the Ray version they were read in (2.60.0).
 
-Imported in every worker of the embedded cluster (``RAY_preload_python_modules``,
-``lambdaml._head``), before any replica starts. Each change names the Ray file it
-concerns; on another Ray version nothing is changed and a warning says so.
+Two kinds, each naming the Ray file it concerns:
+
+* Calls to what Ray has no public API for: the raylet's gRPC service (warm workers), the
+  GCS key-value store (published node types), the driver's auto-connect constants, the
+  thread a driver's handles run on. ``check_version`` refuses another Ray version at
+  ``lambdaml up`` and at connect, with a message that says what to install.
+* Changes to Ray's behaviour, made when this module is imported in every worker of the
+  embedded cluster (``RAY_preload_python_modules``, ``lambdaml._head``), before any
+  replica starts; on another Ray version nothing is changed and a warning says so.
+
+Environment settings lambdaml gives Ray (``RAY_SERVE_ENABLE_HA_PROXY``, the HAProxy paths
+and throughput mode in ``_head``) are Ray's documented knobs, not internals.
+tests/test_ray_internals.py checks that each internal named here is still there.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import re
@@ -14,9 +25,83 @@ import sys
 import time
 from typing import Any
 
-import ray
-
 WRITTEN_FOR = "2.60.0"
+RAY_VERSION = importlib.metadata.version("ray")  # not ray.__version__: importing Ray here would read its settings early
+_KV_NAMESPACE = "lambdaml"
+
+
+def check_version() -> None:
+    """Refuse a Ray other than the one lambdaml's internals were written for."""
+    if RAY_VERSION != WRITTEN_FOR:
+        from lambdaml.errors import ClusterError
+
+        raise ClusterError(
+            f"lambdaml needs Ray {WRITTEN_FOR} and this environment has Ray {RAY_VERSION}. "
+            f'Install the version it was tested with: pip install "ray[serve]=={WRITTEN_FOR}"'
+        )
+
+
+def driver_stays_on_loopback() -> None:
+    """``ray/_private/ray_constants.py`` and ``auto_init_hook.py`` read their settings when Ray is
+    imported: a Ray imported before lambdaml set them gets its constants updated too."""
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    auto_init = sys.modules.get("ray._private.auto_init_hook")
+    if auto_init is not None:
+        auto_init.enable_auto_connect = False
+
+
+def kv_put(key: str, value: str) -> None:
+    """``ray/experimental/internal_kv.py``: a value in the GCS, for every driver of the cluster."""
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    _internal_kv_put(key, value, overwrite=True, namespace=_KV_NAMESPACE)
+
+
+def kv_get(key: str) -> str | None:
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(key, namespace=_KV_NAMESPACE)
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def raylet_stub() -> Any:
+    """A client of the raylet of this driver's node (``src/ray/protobuf/node_manager.proto``, through
+    Ray's generated stubs in ``ray/core/generated``)."""
+    import grpc
+    import ray
+    from ray.core.generated import node_manager_pb2_grpc
+
+    node_id = ray.get_runtime_context().get_node_id()
+    node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
+    channel = grpc.insecure_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+    return node_manager_pb2_grpc.NodeManagerServiceStub(channel)
+
+
+def unclaimed_workers(stub: Any) -> set[int]:
+    """PIDs of the node's worker processes that no job has claimed yet (``GetNodeStats``)."""
+    import ray
+    from ray.core.generated import common_pb2, node_manager_pb2
+
+    nil_job = ray.JobID.nil().binary()
+    stats = stub.GetNodeStats(node_manager_pb2.GetNodeStatsRequest(), timeout=10)
+    return {
+        worker.pid
+        for worker in stats.core_workers_stats
+        if worker.worker_type == common_pb2.WORKER and worker.job_id == nil_job
+    }
+
+
+def prestart_workers(stub: Any, count: int, keep_alive_s: int) -> None:
+    """Ask the raylet for ``count`` unclaimed Python workers (``PrestartWorkers``, as Ray's core
+    worker does for a backlog), left alone by its idle-worker killer for ``keep_alive_s``."""
+    from ray.core.generated import common_pb2, node_manager_pb2
+
+    request = node_manager_pb2.PrestartWorkersRequest(
+        language=common_pb2.PYTHON, num_workers=count, keep_alive_duration_secs=keep_alive_s
+    )
+    stub.PrestartWorkers(request, timeout=10)
 
 
 def _replica_grpc_on_loopback() -> None:
@@ -42,7 +127,7 @@ def stop_handle_loop(timeout_s: float = 2.0) -> None:
     worker shuts down ends the process with exit status 1 ("The core worker has already
     been shutdown"). The next handle made in this process starts a new loop.
     """
-    if ray.__version__ != WRITTEN_FOR or "ray.serve._private.router" not in sys.modules:
+    if RAY_VERSION != WRITTEN_FOR or "ray.serve._private.router" not in sys.modules:
         return
     from ray.serve._private.router import SingletonThreadRouter
 
@@ -95,6 +180,26 @@ def _proxy_errors_as_json() -> None:
         proxy.send_http_response_on_exception = as_json
 
 
+def _haproxy_errors_as_json() -> None:
+    """``ray/serve/_private/haproxy.py`` (``HAProxyApi._initialize_directories_and_error_files``)
+    writes the page HAProxy answers its 502, 503 and 504 with (a replica lost mid-request, none
+    left to take it) as a plain-text 500. Write lambdaml's JSON error there instead."""
+    import json
+
+    from ray.serve._private import haproxy
+
+    initialize = haproxy.HAProxyApi._initialize_directories_and_error_files
+
+    def initialize_with_json_errors(self: Any) -> None:
+        initialize(self)
+        body = json.dumps(proxy_error_body(500, "")).encode()
+        head = f"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        with open(self.cfg.error_file_path, "wb") as page:
+            page.write(head.encode() + body)
+
+    haproxy.HAProxyApi._initialize_directories_and_error_files = initialize_with_json_errors
+
+
 def _fail_waiting_requests_when_serve_gives_up() -> None:
     """``ray/serve/_private/router.py`` (``AsyncioRouter.update_deployment_targets``): once Serve
     gives up starting a deployment's replicas, new requests fail at once with
@@ -118,12 +223,13 @@ def _fail_waiting_requests_when_serve_gives_up() -> None:
 
 
 if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":  # the embedded cluster's local-only mode
-    if ray.__version__ == WRITTEN_FOR:
+    if RAY_VERSION == WRITTEN_FOR:
         _replica_grpc_on_loopback()
         _proxy_errors_as_json()
+        _haproxy_errors_as_json()
         _fail_waiting_requests_when_serve_gives_up()
     else:
         logging.getLogger("ray.serve").warning(
-            f"lambdaml: Ray {ray.__version__} is not {WRITTEN_FOR}; replica gRPC servers are left on every "
+            f"lambdaml: Ray {RAY_VERSION} is not {WRITTEN_FOR}; replica gRPC servers are left on every "
             "interface, Serve's proxy answers its own errors in plain text, and requests wait on a model that cannot start"
         )

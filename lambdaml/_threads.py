@@ -6,7 +6,7 @@ replica whose loop stays blocked. So it runs in a worker thread, as Ray Serve
 does for sync methods. ``asyncio.to_thread`` costs ~100-130 us per call here
 (a ``concurrent.futures.Future`` chained to an ``asyncio.Future``, plus the
 executor's idle-thread bookkeeping); handing the call over a ``SimpleQueue``
-and resolving the asyncio future directly costs ~45 us (bench/README.md),
+and resolving the asyncio future directly costs ~45 us (bench/bench_threads.py),
 which is a third of the budget lambdaml has per request against bare Serve.
 
 ``SyncRunner.run`` is that path. ``SyncRunner.start`` returns a ``Job`` that

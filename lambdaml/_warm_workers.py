@@ -8,9 +8,9 @@ replica. So the pool asks the raylet to start unclaimed workers (its
 ``PrestartWorkers`` call, the one Ray's core worker uses for backlogs) with a
 keep-alive, and tops the pool up whenever a replica takes one.
 
-The raylet has no public Python API for either call, so this module talks to its
-gRPC service with Ray's own generated stubs (pinned with Ray). If a call fails,
-the pool logs it and replicas start in new workers, as with plain Ray.
+The raylet has no public Python API for either call: ``_ray_internals`` talks to
+its gRPC service with Ray's own generated stubs. If a call fails, the pool logs
+it and replicas start in new workers, as with plain Ray.
 """
 
 from __future__ import annotations
@@ -18,41 +18,23 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
-import ray
-from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
+
+from lambdaml._ray_internals import prestart_workers, unclaimed_workers
 
 log = logging.getLogger(__name__)
 
 _KEEP_ALIVE_S = 24 * 3600  # the raylet's idle-worker killer leaves them alone this long
 _STARTUP_GRACE_S = 30.0  # a requested worker not seen by then is asked for again
-_NIL_JOB = ray.JobID.nil().binary()
-
-
-def raylet_stub() -> node_manager_pb2_grpc.NodeManagerServiceStub:
-    """A client for the raylet of the node this driver runs on."""
-    node_id = ray.get_runtime_context().get_node_id()
-    node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
-    channel = grpc.insecure_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
-    return node_manager_pb2_grpc.NodeManagerServiceStub(channel)
-
-
-def unclaimed_workers(stub: node_manager_pb2_grpc.NodeManagerServiceStub) -> set[int]:
-    """PIDs of the node's worker processes that no job has claimed yet."""
-    stats = stub.GetNodeStats(node_manager_pb2.GetNodeStatsRequest(), timeout=10)
-    return {
-        worker.pid
-        for worker in stats.core_workers_stats
-        if worker.worker_type == common_pb2.WORKER and worker.job_id == _NIL_JOB
-    }
 
 
 @dataclass
 class WarmPool:
     """Tops the node up to ``size`` unclaimed workers; call ``tend`` periodically."""
 
-    stub: node_manager_pb2_grpc.NodeManagerServiceStub
+    stub: Any  # _ray_internals.raylet_stub()
     size: int
     _requested: int = 0  # asked for, not yet seen
     _requested_at: float = 0.0
@@ -69,12 +51,7 @@ class WarmPool:
             self._requested = 0  # those starts failed or were claimed before we saw them
         missing = self.size - len(ready) - self._requested
         if missing > 0:
-            self.stub.PrestartWorkers(
-                node_manager_pb2.PrestartWorkersRequest(
-                    language=common_pb2.PYTHON, num_workers=missing, keep_alive_duration_secs=_KEEP_ALIVE_S
-                ),
-                timeout=10,
-            )
+            prestart_workers(self.stub, missing, _KEEP_ALIVE_S)
             self._requested += missing
             self._requested_at = time.monotonic()
 

@@ -76,6 +76,9 @@ def connect(start_embedded: bool = True) -> ClusterInfo:
         os.environ["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] = "1"
     if info.embedded or is_loopback(info.address):
         _driver_on_loopback()
+    from lambdaml._ray_internals import check_version
+
+    check_version()
     import atexit
 
     import ray
@@ -105,18 +108,14 @@ def _driver_on_loopback() -> None:
     """Make this process see itself as 127.0.0.1, as the embedded head does.
 
     Otherwise the driver looks for its raylet on the machine's public address
-    and never connects. Ray reads the setting when it is imported, so a Ray
-    imported before lambdaml gets its constant updated too.
+    and never connects.
     """
     os.environ.update(LOCAL_ONLY)
     # Never let a stray Ray call start a second, non-loopback Ray instance.
     os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
-    constants = sys.modules.get("ray._private.ray_constants")
-    if constants is not None:
-        constants.ENABLE_RAY_CLUSTER = False
-    auto_init = sys.modules.get("ray._private.auto_init_hook")
-    if auto_init is not None:
-        auto_init.enable_auto_connect = False
+    from lambdaml._ray_internals import driver_stays_on_loopback  # imports Ray: after the settings
+
+    driver_stays_on_loopback()
 
 
 _handles: dict[str, Any] = {}

@@ -1,10 +1,12 @@
 """The embedded cluster: loopback only, reused across processes, stopped without leftovers."""
 
 import json
+import os
 import subprocess
 import sys
 
 import httpx
+import pytest
 
 from lambdaml import cluster as lambdaml_cluster
 from lambdaml import model
@@ -136,3 +138,22 @@ def test_a_cluster_owns_the_processes_of_its_dir_not_of_a_longer_named_one(tmp_p
         for sleeper in sleepers:
             sleeper.kill()
             sleeper.wait()
+
+
+def test_the_cluster_folder_is_private_and_another_users_is_refused(tmp_path, monkeypatch):
+    from lambdaml._head import private_dir
+    from lambdaml.errors import ClusterError
+
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o777)
+    loose.chmod(0o777)
+    assert private_dir(loose).stat().st_mode & 0o777 == 0o700
+    assert private_dir(tmp_path / "new" / "dir").stat().st_mode & 0o777 == 0o700
+    if os.getuid() != 0:
+        pytest.skip("making a folder of another user needs root")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    monkeypatch.setenv("LAMBDAML_TEMP_DIR", str(theirs))
+    with pytest.raises(ClusterError, match="belongs to another user"):
+        lambdaml_cluster.start()

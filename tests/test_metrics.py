@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 import lambdaml
 from lambdaml import InputError, ModelError, model
@@ -34,10 +35,8 @@ def test_prometheus_endpoint_counts_predictions_by_status(deployed, cluster):
     for x in (1, 2, 3):
         lambdaml.run("metered", {"x": x})
     for bad, error in (({"x": -1}, ModelError), ({"x": "many"}, InputError)):
-        try:
+        with pytest.raises(error):
             lambdaml.run("metered", bad)
-        except error:
-            pass
     expected = {"succeeded": 3.0, "failed": 1.0, "invalid": 1.0}
     deadline = time.monotonic() + 30
     while (counts := _prediction_counts(metrics := httpx.get(cluster.metrics_url).text, "metered")) != expected:
