@@ -200,6 +200,39 @@ def _haproxy_errors_as_json() -> None:
     haproxy.HAProxyApi._initialize_directories_and_error_files = initialize_with_json_errors
 
 
+def _replica_errors_as_json() -> None:
+    """``ray/serve/_private/replica.py`` (``UserCallableWrapper.handle_exception``, and the
+    module's ``convert_object_to_asgi_messages`` for its direct-ingress refusals): when HAProxy
+    sends requests to a replica directly, the replica answers Serve's own refusals (its
+    ``max_queued_requests`` bound, an unavailable deployment) in plain text. In JSON instead."""
+    import json
+
+    import starlette.responses
+    from ray.serve._private import replica
+
+    handle = replica.UserCallableWrapper.handle_exception
+
+    def handle_as_json(self: Any, exc: Exception) -> Any:
+        plain = handle(self, exc)
+        text = plain.body.decode(errors="replace") if isinstance(plain.body, bytes) else ""
+        headers = {k: v for k, v in plain.headers.items() if k.lower() not in ("content-type", "content-length")}
+        error = proxy_error_body(plain.status_code, text) if plain.status_code != 500 else {
+            "title": "Internal error", "status": 500,
+            "detail": "The replica failed to handle the request; `lambdaml logs NAME` shows why."}
+        body = json.dumps(error).encode()
+        return starlette.responses.Response(body, status_code=plain.status_code, headers=headers, media_type="application/json")
+
+    replica.UserCallableWrapper.handle_exception = handle_as_json
+    convert = replica.convert_object_to_asgi_messages  # the direct-ingress backpressure refusal uses it
+
+    def convert_errors_as_json(obj: Any = None, status_code: int = 200, extra_headers: Any = None) -> Any:
+        if isinstance(obj, str) and status_code >= 400:
+            obj = proxy_error_body(status_code, obj)
+        return convert(obj, status_code=status_code, extra_headers=extra_headers)
+
+    replica.convert_object_to_asgi_messages = convert_errors_as_json
+
+
 def _fail_waiting_requests_when_serve_gives_up() -> None:
     """``ray/serve/_private/router.py`` (``AsyncioRouter.update_deployment_targets``): once Serve
     gives up starting a deployment's replicas, new requests fail at once with
@@ -227,6 +260,7 @@ if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":  # the embedded c
         _replica_grpc_on_loopback()
         _proxy_errors_as_json()
         _haproxy_errors_as_json()
+        _replica_errors_as_json()
         _fail_waiting_requests_when_serve_gives_up()
     else:
         logging.getLogger("ray.serve").warning(

@@ -29,12 +29,16 @@ def test_the_patched_functions_keep_their_shape():
 
     assert list(inspect.signature(http_util.send_http_response_on_exception).parameters) == ["status", "response_started"]
     assert "status_code" in inspect.signature(http_util.convert_object_to_asgi_messages).parameters
-    assert callable(replica.add_port_to_grpc_server)
+    assert callable(replica.add_port_to_grpc_server) and callable(replica.convert_object_to_asgi_messages)
     assert list(inspect.signature(router.AsyncioRouter.update_deployment_targets).parameters) == [
         "self", "deployment_target_info"]
     assert "_pending_requests_to_fulfill" in inspect.getsource(RequestRouter.__init__)
     assert "self._request_router: " in inspect.getsource(router.AsyncioRouter.__init__)
     assert hasattr(router.SingletonThreadRouter, "_asyncio_loop")
+    assert list(inspect.signature(replica.UserCallableWrapper.handle_exception).parameters) == ["self", "exc"]
+    from ray.serve._private.haproxy import HAProxyApi
+
+    assert "error_file_path" in inspect.getsource(HAProxyApi._initialize_directories_and_error_files)
 
 
 def test_the_called_internals_are_there():
