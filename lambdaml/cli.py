@@ -293,15 +293,26 @@ def schema(
         console.print_json(data=document)
         return
     schemas = document["components"]["schemas"]
-    table = Table("input", "type", "default", "description", title=f"{name} inputs")
+    table = Table("input", "type", "default", "limits", "description", title=f"{name} inputs")
     required = set(schemas["Input"].get("required", []))
     for field, spec in schemas["Input"].get("properties", {}).items():
         kind = "file" if spec.get("x-lambdaml-file") else spec.get("type") or "/".join(_cli_io._types(spec)) or "any"
         default = "(required)" if field in required else json.dumps(spec.get("default"))
-        table.add_row(field, kind, default, spec.get("description") or "")
+        table.add_row(field, kind, default, _limits(spec), spec.get("description") or "")
     console.print(table)
     output = schemas.get("Output", {})
     console.print(f"output: {'file' if 'x-lambdaml-file' in json.dumps(output) else output.get('type', 'any')}")
+
+
+_LIMITS = {"minimum": ">= {}", "exclusiveMinimum": "> {}", "maximum": "<= {}", "exclusiveMaximum": "< {}",
+           "minLength": "length >= {}", "maxLength": "length <= {}", "minItems": "items >= {}", "maxItems": "items <= {}",
+           "pattern": "matches {}", "enum": "one of {}"}
+
+
+def _limits(spec: dict[str, Any]) -> str:
+    """The constraints openapi.json shows for an input, in a few words (``>= 1, <= 50``)."""
+    return ", ".join(text.format(", ".join(map(str, spec[key])) if key == "enum" else spec[key])
+                     for key, text in _LIMITS.items() if key in spec)
 
 
 @command

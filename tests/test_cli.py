@@ -90,13 +90,13 @@ def test_ls_status_logs_and_schema(deployed_cli):
     assert code == 0 and "cli-shout" in output and "1/1" in output and "RUNNING" in output
     code, output = cli("status", "cli-shout")
     assert code == 0 and "RUNNING" in output
-    cli("predict", "cli-shout", "-i", "text=boom")
+    assert cli("predict", "cli-shout", "-i", "text=boom")[0] == 1  # a failed prediction is a failed command
     code, output = cli("status", "cli-shout")
-    assert "cannot shout boom" in output
+    assert code == 0 and "cannot shout boom" in output
     code, output = cli("logs", "cli-shout", "--tail", "50")
     assert code == 0 and "shouting" in output
     code, output = cli("schema", "cli-shout")
-    assert code == 0 and "What to shout" in output and "integer" in output
+    assert code == 0 and "What to shout" in output and "integer" in output and ">= 1" in output  # times' limits
 
 
 def test_rollback_versions_and_delete(cluster, tmp_path):
