@@ -205,22 +205,19 @@ def _replica_errors_as_json() -> None:
     module's ``convert_object_to_asgi_messages`` for its direct-ingress refusals): when HAProxy
     sends requests to a replica directly, the replica answers Serve's own refusals (its
     ``max_queued_requests`` bound, an unavailable deployment) in plain text. In JSON instead."""
-    import json
-
-    import starlette.responses
     from ray.serve._private import replica
+
+    from lambdaml._http import error_response
 
     handle = replica.UserCallableWrapper.handle_exception
 
     def handle_as_json(self: Any, exc: Exception) -> Any:
         plain = handle(self, exc)
-        text = plain.body.decode(errors="replace") if isinstance(plain.body, bytes) else ""
-        headers = {k: v for k, v in plain.headers.items() if k.lower() not in ("content-type", "content-length")}
-        error = proxy_error_body(plain.status_code, text) if plain.status_code != 500 else {
-            "title": "Internal error", "status": 500,
-            "detail": "The replica failed to handle the request; `lambdaml logs NAME` shows why."}
-        body = json.dumps(error).encode()
-        return starlette.responses.Response(body, status_code=plain.status_code, headers=headers, media_type="application/json")
+        retry = {"Retry-After": plain.headers["retry-after"]} if "retry-after" in plain.headers else None
+        if plain.status_code == 500:  # the replica's own handler failed: no replica was lost
+            return error_response(500, "Internal error", "The replica failed to handle the request; `lambdaml logs NAME` shows why.")
+        error = proxy_error_body(plain.status_code, bytes(plain.body).decode(errors="replace"))
+        return error_response(plain.status_code, error["title"], error["detail"], retry)
 
     replica.UserCallableWrapper.handle_exception = handle_as_json
     convert = replica.convert_object_to_asgi_messages  # the direct-ingress backpressure refusal uses it
