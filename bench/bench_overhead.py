@@ -20,7 +20,7 @@ from starlette.requests import Request
 from lambdaml import model
 from lambdaml.artifacts import ArtifactStore
 from lambdaml.package import build
-from lambdaml.server import ModelServer
+from lambdaml.serve.server import ModelServer
 
 BODY = json.dumps({"input": {"x": 1}}).encode()
 

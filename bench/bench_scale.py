@@ -44,7 +44,7 @@ def _mem_available_bytes() -> int:
 def _cluster_pss_bytes() -> int:
     """Proportional set size of every process of the embedded cluster (shared pages counted once)."""
     from lambdaml import cluster
-    from lambdaml._head import _cluster_processes
+    from lambdaml.cluster.head import _cluster_processes
 
     info = cluster.current()
     total = 0
@@ -62,7 +62,7 @@ def measure(target: int, clients: int, seconds: float, gpu: str | None) -> dict:
     import ray
 
     from lambdaml import cluster, model
-    from lambdaml._node_types import Simulation
+    from lambdaml.cluster.node_types import Simulation
     from lambdaml.deploy import app_status
 
     before = _mem_available_bytes()

@@ -1,8 +1,8 @@
-"""One thread hop for a sync ``predict``: ``asyncio.to_thread`` against ``lambdaml._threads.SyncRunner``.
+"""One thread hop for a sync ``predict``: ``asyncio.to_thread`` against ``lambdaml.serve.threads.SyncRunner``.
 
 Run: ``python bench/bench_threads.py [--calls 5000] [--rounds 5]``. In process, no Ray: the
 median over rounds of the mean time per hop of a function that does nothing, awaited one at a
-time from an event loop, the way a replica awaits a ``def predict``. The figure _threads.py
+time from an event loop, the way a replica awaits a ``def predict``. The figure threads.py
 and bench/README.md quote.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _child import machine  # noqa: E402
 
-from lambdaml._threads import SyncRunner  # noqa: E402
+from lambdaml.serve.threads import SyncRunner  # noqa: E402
 
 
 def nothing() -> None:

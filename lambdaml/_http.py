@@ -1,6 +1,6 @@
 """The HTTP answers lambdaml's applications share: JSON bodies, errors, and the request headers they read.
 
-Both the model replicas (``lambdaml.server``) and the control application
+Both the model replicas (``lambdaml.serve.server``) and the control application
 (``lambdaml.control.app``) answer in one error shape, ``{"title", "status",
 "detail"}`` (plus ``invalid_fields`` for a 422), as Replicate's API does.
 """

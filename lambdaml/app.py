@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lambdaml._autoscaling import POLICY
-from lambdaml._node_types import published
+from lambdaml.serve.autoscaling import POLICY
+from lambdaml.cluster.node_types import published
 from lambdaml._settings import SHUTDOWN_WAIT_S, cancel_grace
 from lambdaml._resources import GpuRequest
 from lambdaml.artifacts import load_manifest
@@ -85,7 +85,7 @@ def serve_options(spec: ModelSpec, nodes: list[dict[str, float]] = (), install: 
         # What runs at once plus @model(queue=...): the replica queues the extra requests itself
         # (ModelRuntime's semaphore), where Serve's autoscaler counts them (requests that wait in
         # HAProxy are invisible to it: a model at its limit would never scale up), and answers the
-        # ones past the queue with a JSON 503 (lambdaml.server). The margin lets those reach it;
+        # ones past the queue with a JSON 503 (lambdaml.serve.server). The margin lets those reach it;
         # Serve's own bound, behind it, only catches a burst that outruns the replica's answers.
         "max_ongoing_requests": running + spec.queue + OVERFLOW_MARGIN,
         "max_queued_requests": OVERFLOW_MARGIN,
@@ -184,7 +184,7 @@ def build_with_fingerprint(args: dict[str, Any]) -> tuple[Any, str]:
     """
     from ray import serve
 
-    from lambdaml.server import ModelServer
+    from lambdaml.serve.server import ModelServer
 
     parsed = AppArgs.model_validate(args)
     manifest = load_manifest(parsed.artifact)

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lambdaml import _cli_io, _cli_predictions, client, cluster, observe, predictions
-from lambdaml._node_types import Simulation, publish, read_cluster_yaml
+from lambdaml.cluster.node_types import Simulation, publish, read_cluster_yaml
 from lambdaml.errors import ClusterError, InputError, LambdamlError
 
 app = typer.Typer(

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from lambdaml import _installs, cluster, environment
-from lambdaml._node_types import published
+from lambdaml.cluster.node_types import published
 from lambdaml._settings import debug_enabled
 from lambdaml.app import build_with_fingerprint, check_schedulable, possible_nodes, serve_options
 from lambdaml.artifacts import ArtifactStore, Manifest, VersionInfo, load_manifest

@@ -22,7 +22,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from lambdaml._logs import MIN_MASKED
+from lambdaml.serve.log_capture import MIN_MASKED
 from lambdaml.errors import DeployError
 from lambdaml.spec import ModelSpec
 

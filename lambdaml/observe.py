@@ -19,7 +19,7 @@ import httpx
 
 from lambdaml import cluster
 from lambdaml._installs import pip_errors
-from lambdaml._node_types import published
+from lambdaml.cluster.node_types import published
 from lambdaml.app import node_resources, unschedulable_reason
 from lambdaml._settings import CONTROL_APP
 from lambdaml.artifacts import ArtifactStore

@@ -11,7 +11,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from lambdaml._head import free_port
+from lambdaml.cluster.head import free_port
 
 
 @contextlib.contextmanager

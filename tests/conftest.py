@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdaml._head import free_port as _free_port  # distinct ports, never handed out twice
+from lambdaml.cluster.head import free_port as _free_port  # distinct ports, never handed out twice
 
 TEST_TEMP_DIR = Path(tempfile.gettempdir()) / f"lmt-{os.getpid()}"  # short: socket paths are capped
 os.environ.update(

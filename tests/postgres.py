@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from lambdaml._head import free_port
+from lambdaml.cluster.head import free_port
 
 SERVER_USER = "nobody"  # only used when running as root
 

@@ -10,7 +10,7 @@ import pytest
 
 from lambdaml import cluster as lambdaml_cluster
 from lambdaml import model
-from lambdaml._head import _cluster_processes
+from lambdaml.cluster.head import _cluster_processes
 from lambdaml._settings import cluster_settings
 
 
@@ -69,7 +69,7 @@ def test_leaving_the_cluster_stops_the_thread_handles_ran_on(cluster, deployed):
 
 def test_shutdown_leaves_no_process_and_frees_the_ports(cluster, tmp_path_factory, monkeypatch):
     """A second embedded cluster, on ports of its own, started and stopped."""
-    from lambdaml._head import free_port
+    from lambdaml.cluster.head import free_port
 
     temp_dir = f"/tmp/lmt-stop-{free_port()}"
     ports = {name: str(free_port()) for name in ("LAMBDAML_RAY_PORT", "LAMBDAML_HTTP_PORT", "LAMBDAML_DASHBOARD_PORT")}
@@ -120,7 +120,7 @@ def test_an_address_connects_to_that_cluster_instead(cluster):
 
 
 def test_free_ports_are_never_handed_out_twice():
-    from lambdaml._head import free_port
+    from lambdaml.cluster.head import free_port
 
     ports = [free_port() for _ in range(200)]
     assert len(set(ports)) == len(ports)
@@ -141,7 +141,7 @@ def test_a_cluster_owns_the_processes_of_its_dir_not_of_a_longer_named_one(tmp_p
 
 
 def test_the_cluster_folder_is_private_and_another_users_is_refused(tmp_path, monkeypatch):
-    from lambdaml._head import private_dir
+    from lambdaml.cluster.head import private_dir
     from lambdaml.errors import ClusterError
 
     loose = tmp_path / "loose"

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lambdaml._head import free_port
+from lambdaml.cluster.head import free_port
 
 MODEL = '''
 import time

@@ -22,8 +22,8 @@ import yaml
 from ray.autoscaler._private.util import validate_config
 from ray.util.state import list_nodes
 
-from lambdaml._head import free_port
-from lambdaml._node_types import fake_provider_config, read_cluster_yaml
+from lambdaml.cluster.head import free_port
+from lambdaml.cluster.node_types import fake_provider_config, read_cluster_yaml
 
 CLUSTER_YAML = Path(__file__).parent.parent / "cluster.yaml"
 KEPT_TYPES = ("head", "cpu", "a100")  # no H100 type: gpu=["H100", "A100"] must fall back to A100

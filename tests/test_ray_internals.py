@@ -1,4 +1,4 @@
-"""Each Ray internal lambdaml relies on (lambdaml/_ray_internals.py) is still where it was read.
+"""Each Ray internal lambdaml relies on (lambdaml/cluster/ray_internals.py) is still where it was read.
 
 These fail on a Ray upgrade before any behaviour does; the behaviours themselves are tested
 where they show (warm workers, node types, the proxy's JSON errors, leaving the cluster).
@@ -8,17 +8,17 @@ import inspect
 
 import pytest
 
-from lambdaml import _ray_internals
-from lambdaml._ray_internals import WRITTEN_FOR, check_version, proxy_error_body
+from lambdaml.cluster import ray_internals
+from lambdaml.cluster.ray_internals import WRITTEN_FOR, check_version, proxy_error_body
 from lambdaml.errors import ClusterError
 
 
 def test_the_installed_ray_is_the_one_the_internals_were_written_for(monkeypatch):
     import ray
 
-    assert ray.__version__ == WRITTEN_FOR == _ray_internals.RAY_VERSION
+    assert ray.__version__ == WRITTEN_FOR == ray_internals.RAY_VERSION
     check_version()
-    monkeypatch.setattr(_ray_internals, "RAY_VERSION", "9.9.9")
+    monkeypatch.setattr(ray_internals, "RAY_VERSION", "9.9.9")
     with pytest.raises(ClusterError, match=r'needs Ray 2.60.0 .* has Ray 9.9.9.*pip install "ray\[serve\]==2.60.0"'):
         check_version()
 

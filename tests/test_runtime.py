@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from lambdaml import Input, InputError, Secret, model
-from lambdaml.metrics import NoMetrics
-from lambdaml.runtime import ModelRuntime
+from lambdaml.serve.metrics import NoMetrics
+from lambdaml.serve.runtime import ModelRuntime
 from lambdaml.schema import Prediction
 
 

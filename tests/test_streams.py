@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from lambdaml import ModelError, model
-from lambdaml._streams import combine, iterate, sse
-from lambdaml._threads import SyncRunner
-from lambdaml.runtime import ModelRuntime
+from lambdaml.serve.streams import combine, iterate, sse
+from lambdaml.serve.threads import SyncRunner
+from lambdaml.serve.runtime import ModelRuntime
 
 
 def test_iterate_handles_sync_and_async_generators():

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lambdaml._threads import Interrupted, SyncRunner
+from lambdaml.serve.threads import Interrupted, SyncRunner
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
 
@@ -254,7 +254,7 @@ def test_an_interrupt_arriving_anywhere_in_the_workers_own_code_leaves_the_threa
     # The random races above rarely land between the function's return and the end of the job. Here a profile hook in
     # the worker thread has another thread cancel the job at the hook's n-th event after the function's last line,
     # for every n up to past the point where the thread waits on the queue again. (Under this hook, clearing a
-    # pending exception with PyThreadState_SetAsyncExc(ident, NULL) would hang the next job: see _threads.)
+    # pending exception with PyThreadState_SetAsyncExc(ident, NULL) would hang the next job: see threads.)
     deaths = _worker_deaths(monkeypatch)
 
     def function(box: list, ready: threading.Event, n: int) -> str:

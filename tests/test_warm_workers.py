@@ -5,7 +5,7 @@ import time
 
 import lambdaml
 from lambdaml import model
-from lambdaml._ray_internals import raylet_stub, unclaimed_workers
+from lambdaml.cluster.ray_internals import raylet_stub, unclaimed_workers
 from lambdaml.deploy import app_status
 
 

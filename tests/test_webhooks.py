@@ -15,7 +15,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from lambdaml._clock import now
-from lambdaml._head import free_port
+from lambdaml.cluster.head import free_port
 from lambdaml._urls import RefusedURL
 from lambdaml.control.webhooks import (
     Failure,

@@ -1,7 +1,7 @@
 """The control application: one always-on Ray Serve application at ``/v1`` over the records.
 
 Model replicas send it their predictions' records (``sync``, batched by
-``lambdaml._tracker``); readers get them from ``GET /v1/predictions...``
+``lambdaml.serve.tracker``); readers get them from ``GET /v1/predictions...``
 without waking any model. Three loops run beside the routes: the webhook
 sender (an outbox in the database, so a ``completed`` webhook survives a
 restart), the reaper (a running prediction whose replica stopped reporting
@@ -24,8 +24,8 @@ from starlette.responses import Response, StreamingResponse
 
 from lambdaml._http import base_url, error_response, json_response, method_not_allowed
 from lambdaml._settings import CONTROL_APP, retention
-from lambdaml._streams import sse
-from lambdaml._tracker import CANCELED_BY_CALLER, FINAL
+from lambdaml.serve.streams import sse
+from lambdaml.serve.tracker import CANCELED_BY_CALLER, FINAL
 from lambdaml.control.records import Records, database_url
 from lambdaml.control.webhooks import WebhookSender, new_secret
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from lambdaml._threads import SyncRunner
+from lambdaml.serve.threads import SyncRunner
 
 _END = object()
 

@@ -3,7 +3,7 @@
 It starts Serve on loopback, publishes a simulated cluster's node types, then
 keeps ``--warm-workers`` unclaimed worker processes ready on the head so a
 replica starts without waiting for a new Python process (see
-``lambdaml._warm_workers``). Started by ``lambdaml.cluster.start``; ended with
+``lambdaml.cluster.warm_workers``). Started by ``lambdaml.cluster.start``; ended with
 the cluster.
 """
 
@@ -30,7 +30,7 @@ def main() -> None:
     # One ingress, on the head: a simulated cluster's nodes all share 127.0.0.1 and its ports.
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": args.http_port})
     if args.node_types:
-        from lambdaml._node_types import publish
+        from lambdaml.cluster.node_types import publish
 
         publish(json.loads(Path(args.node_types).read_text()))
 
@@ -38,8 +38,8 @@ def main() -> None:
 
     ensure_running()  # the records API answers at /v1 from the start, models or not
 
-    from lambdaml._ray_internals import raylet_stub
-    from lambdaml._warm_workers import WarmPool
+    from lambdaml.cluster.ray_internals import raylet_stub
+    from lambdaml.cluster.warm_workers import WarmPool
 
     WarmPool(raylet_stub(), args.warm_workers).run_forever()
 

@@ -8,7 +8,7 @@ replica. So the pool asks the raylet to start unclaimed workers (its
 ``PrestartWorkers`` call, the one Ray's core worker uses for backlogs) with a
 keep-alive, and tops the pool up whenever a replica takes one.
 
-The raylet has no public Python API for either call: ``_ray_internals`` talks to
+The raylet has no public Python API for either call: ``ray_internals`` talks to
 its gRPC service with Ray's own generated stubs. If a call fails, the pool logs
 it and replicas start in new workers, as with plain Ray.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from lambdaml._ray_internals import prestart_workers, unclaimed_workers
+from lambdaml.cluster.ray_internals import prestart_workers, unclaimed_workers
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ _STARTUP_GRACE_S = 30.0  # a requested worker not seen by then is asked for agai
 class WarmPool:
     """Tops the node up to ``size`` unclaimed workers; call ``tend`` periodically."""
 
-    stub: Any  # _ray_internals.raylet_stub()
+    stub: Any  # ray_internals.raylet_stub()
     size: int
     _requested: int = 0  # asked for, not yet seen
     _requested_at: float = 0.0

@@ -6,7 +6,7 @@ into records of the ``ray.serve`` logger by Ray Serve, which a filter on that
 logger picks up; ``logging`` records reach a handler on the root logger.
 Everything still flows on to Ray's log files. Each prediction's buffer lives
 in a context variable, which follows ``asyncio`` tasks and
-the worker threads of ``_threads``, so concurrent predictions do not mix. Secret values
+the worker threads of ``threads``, so concurrent predictions do not mix. Secret values
 are masked on the way, also in output that belongs to no prediction (threads a model
 starts itself, ``setup()``'s helpers): the replica's own secrets are masked everywhere.
 """

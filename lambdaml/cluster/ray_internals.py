@@ -7,11 +7,11 @@ Two kinds, each naming the Ray file it concerns:
   thread a driver's handles run on. ``check_version`` refuses another Ray version at
   ``lambdaml up`` and at connect, with a message that says what to install.
 * Changes to Ray's behaviour, made when this module is imported in every worker of the
-  embedded cluster (``RAY_preload_python_modules``, ``lambdaml._head``), before any
+  embedded cluster (``RAY_preload_python_modules``, ``lambdaml.cluster.head``), before any
   replica starts; on another Ray version nothing is changed and a warning says so.
 
 Environment settings lambdaml gives Ray (``RAY_SERVE_ENABLE_HA_PROXY``, the HAProxy paths
-and throughput mode in ``_head``) are Ray's documented knobs, not internals.
+and throughput mode in ``head``) are Ray's documented knobs, not internals.
 tests/test_ray_internals.py checks that each internal named here is still there.
 """
 

@@ -26,12 +26,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lambdaml import _clock, _logs, _streams, files
+from lambdaml import _clock, files
+from lambdaml.serve import log_capture, streams
 from lambdaml._settings import cancel_grace
-from lambdaml._threads import SyncRunner
+from lambdaml.serve.threads import SyncRunner
 from lambdaml._urls import input_locations
 from lambdaml.errors import InputError
-from lambdaml.metrics import GpuMemory, NoMetrics
+from lambdaml.serve.metrics import GpuMemory, NoMetrics
 from lambdaml.model import Model
 from lambdaml.spec import ModelSpec
 
@@ -72,10 +73,10 @@ class ModelRuntime:
         metrics: NoMetrics | None = None,
         batcher: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
     ):
-        _logs.install()
-        _logs.mask_everywhere(list(masked))
+        log_capture.install()
+        log_capture.mask_everywhere(list(masked))
         self._metrics = metrics or NoMetrics()
-        self._batcher = batcher  # Ray Serve's batching queue (lambdaml.server), which calls run_batch
+        self._batcher = batcher  # Ray Serve's batching queue (lambdaml.serve.server), which calls run_batch
         self._slots = asyncio.Semaphore(running_limit(model.spec))
         self.recent_errors: collections.deque[dict[str, str]] = collections.deque(maxlen=5)
         self._masked = list(masked)  # secret values from the environment: never in logs
@@ -85,7 +86,7 @@ class ModelRuntime:
         self._instance: Any = None
         self._predict: Any = model.target
         self._setup = {"started_at": _clock.now(), "status": "succeeded", "logs": "", "error": None}
-        with _logs.capture(self._masked) as logs:
+        with log_capture.capture(self._masked) as logs:
             try:
                 if model.is_class:
                     self._instance = model.target()
@@ -162,7 +163,7 @@ class ModelRuntime:
         kwargs = {name: getattr(inputs, name) for name in type(inputs).model_fields}
         masked = self._masked + [kwargs[name].get_secret_value() for name in self.schema.secret_fields if kwargs[name]]
         figures: dict[str, float] = {}
-        logs = _logs.capture(masked)
+        logs = log_capture.capture(masked)
         started_at = None
         folder = pathlib.Path(tempfile.mkdtemp(prefix="lambdaml-")) if self.schema.file_fields else None
         try:
@@ -286,11 +287,11 @@ class ModelRuntime:
     ) -> Any:
         """A generator predict: deliver each item as it comes (``on_item``), return them all combined."""
         items = []
-        async for item in _streams.iterate(self._predict(**kwargs), self._threads):
+        async for item in streams.iterate(self._predict(**kwargs), self._threads):
             items.append(await self._deliver(item, prediction_id, figures))
             if on_item is not None:
                 await on_item(items[-1])
-        return _streams.combine(items, self.schema.streams_text)
+        return streams.combine(items, self.schema.streams_text)
 
     async def _deliver(self, result: Any, prediction_id: str, figures: dict[str, float]) -> Any:
         if files.has_files(result):

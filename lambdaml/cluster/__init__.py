@@ -1,8 +1,10 @@
 """The cluster stage: reach the Ray cluster, embedded or given by address, and call models on it.
 
-``connect`` starts the embedded head if needed (``lambdaml._head``) and joins
+``connect`` starts the embedded head if needed (``lambdaml.cluster.head``) and joins
 it as a Ray driver; with ``LAMBDAML_ADDRESS`` (or ``RAY_ADDRESS``) it joins
-that cluster instead. Serve handles to applications are cached here.
+that cluster instead. Serve handles to applications are cached here. The head's
+helpers are this package's modules: ``head`` (start, find, stop), ``keeper``,
+``warm_workers``, ``node_types`` and ``ray_internals``, the one module that uses Ray's internals.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-from lambdaml._head import LOCAL_ONLY, ClusterInfo, haproxy_driver_environment, read_state, start, stop
+from lambdaml.cluster.head import LOCAL_ONLY, ClusterInfo, haproxy_driver_environment, read_state, start, stop
 from lambdaml._settings import cluster_settings
 from lambdaml.errors import ClusterError
 
@@ -76,7 +78,7 @@ def connect(start_embedded: bool = True) -> ClusterInfo:
         os.environ["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] = "1"
     if info.embedded or is_loopback(info.address):
         _driver_on_loopback()
-    from lambdaml._ray_internals import check_version
+    from lambdaml.cluster.ray_internals import check_version
 
     check_version()
     import atexit
@@ -113,7 +115,7 @@ def _driver_on_loopback() -> None:
     os.environ.update(LOCAL_ONLY)
     # Never let a stray Ray call start a second, non-loopback Ray instance.
     os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
-    from lambdaml._ray_internals import driver_stays_on_loopback  # imports Ray: after the settings
+    from lambdaml.cluster.ray_internals import driver_stays_on_loopback  # imports Ray: after the settings
 
     driver_stays_on_loopback()
 
@@ -159,7 +161,7 @@ def _disconnect() -> None:
 
     A handle's metrics thread outlives ``ray.shutdown()`` and would otherwise
     make Ray start a new local instance at interpreter exit; the thread the
-    handles ran on is stopped too (see ``_ray_internals.stop_handle_loop``).
+    handles ran on is stopped too (see ``ray_internals.stop_handle_loop``).
     """
     global _connected
     _connected = None
@@ -168,7 +170,7 @@ def _disconnect() -> None:
     if "ray" in sys.modules:
         import ray
 
-        from lambdaml._ray_internals import stop_handle_loop
+        from lambdaml.cluster.ray_internals import stop_handle_loop
 
         stop_handle_loop()
         if ray.is_initialized():

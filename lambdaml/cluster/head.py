@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lambdaml._node_types import Simulation
+from lambdaml.cluster.node_types import Simulation
 from lambdaml._settings import ClusterSettings, cluster_settings
 from lambdaml.errors import ClusterError
 
@@ -34,7 +34,7 @@ _STOP_GRACE_S = 2.0
 # explicitly (Ray would otherwise switch it on whenever ~/.ray/auth_token
 # exists, and drivers without the token could not connect).
 LOCAL_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
-_HAPROXY_WRAPPER = Path(__file__).parent / "_bin" / "haproxy-loopback"
+_HAPROXY_WRAPPER = Path(__file__).parent / "bin" / "haproxy-loopback"
 
 
 @dataclass(frozen=True)
@@ -120,9 +120,9 @@ def _head_environment(settings: ClusterSettings) -> dict[str, str]:
         {
             "RAY_USAGE_STATS_ENABLED": "0",
             **LOCAL_ONLY,
-            # Idle workers (see lambdaml._warm_workers) import Serve's replica code and
+            # Idle workers (see lambdaml.cluster.warm_workers) import Serve's replica code and
             # ours ahead of time, so a replica starts without paying for imports.
-            "RAY_preload_python_modules": "ray.serve._private.replica,lambdaml._ray_internals,lambdaml.server",
+            "RAY_preload_python_modules": "ray.serve._private.replica,lambdaml.cluster.ray_internals,lambdaml.serve.server",
             "RAY_worker_cap_enabled": "false",
             # Custom metrics (lambdaml_*) reach the Prometheus endpoint within 2 s, not 10.
             "RAY_metrics_report_interval_ms": "2000",
@@ -208,7 +208,7 @@ def start(resources: dict[str, float] | None = None, simulate: Simulation | None
     for a GPU node on a laptop. ``simulate`` makes it a simulated autoscaling
     cluster instead, whose head has the resources of the YAML's head type.
     """
-    from lambdaml._ray_internals import check_version
+    from lambdaml.cluster.ray_internals import check_version
 
     check_version()
     settings = cluster_settings()
@@ -268,9 +268,9 @@ def _start_keeper(
     log_path: Path,
     node_types: Path | None,
 ) -> subprocess.Popen:
-    """Start the driver that owns Serve and keeps workers warm (see ``lambdaml._warm_workers``)."""
+    """Start the driver that owns Serve and keeps workers warm (see ``lambdaml.cluster.warm_workers``)."""
     command = [
-        sys.executable, "-m", "lambdaml._keeper",
+        sys.executable, "-m", "lambdaml.cluster.keeper",
         f"--address={info.address}",
         f"--http-port={settings.http_port}",
         f"--warm-workers={settings.warm_workers}",

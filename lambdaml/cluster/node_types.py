@@ -57,14 +57,14 @@ def read_cluster_yaml(path: str | Path) -> tuple[dict[str, float], NodeTypes]:
 
 def publish(node_types: NodeTypes) -> None:
     """Record the node types the connected cluster can add (this process must be a Ray driver)."""
-    from lambdaml._ray_internals import kv_put
+    from lambdaml.cluster.ray_internals import kv_put
 
     kv_put(_KV_KEY, json.dumps(node_types))
 
 
 def published() -> NodeTypes:
     """The node types the connected cluster said it can add; empty when it said nothing."""
-    from lambdaml._ray_internals import kv_get
+    from lambdaml.cluster.ray_internals import kv_get
 
     raw = kv_get(_KV_KEY)
     return json.loads(raw) if raw else {}

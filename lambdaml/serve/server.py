@@ -29,16 +29,16 @@ from lambdaml._http import (
     BodyTooLarge, base_url, cancel_after, error_response, hold_seconds, invalid_response, json_response, location,
     method_not_allowed, read_body, too_large_response,
 )
-from lambdaml._logs import flush_serve_logs_every
+from lambdaml.serve.log_capture import flush_serve_logs_every
 from lambdaml._settings import CONTROL_APP, SHUTDOWN_WAIT_S, cancel_grace, max_request_bytes, sync_wait
-from lambdaml._streams import sse
+from lambdaml.serve.streams import sse
 from lambdaml.artifacts import load_code, load_manifest
 from lambdaml.environment import sensitive_values
 from lambdaml.errors import InputError
-from lambdaml.metrics import ModelMetrics
+from lambdaml.serve.metrics import ModelMetrics
 from lambdaml.package import unpack
-from lambdaml.runtime import ModelRuntime, running_limit
-from lambdaml._tracker import CALLER_WENT_AWAY, CANCELED_BY_CALLER, FINAL, SHUT_DOWN, Flight, Tracker
+from lambdaml.serve.runtime import ModelRuntime, running_limit
+from lambdaml.serve.tracker import CALLER_WENT_AWAY, CANCELED_BY_CALLER, FINAL, SHUT_DOWN, Flight, Tracker
 from lambdaml._openapi import openapi
 from lambdaml.schema import ID_RULE, PREDICTION_ID
 
@@ -374,7 +374,7 @@ class ModelServer:
             raise RuntimeError(reason)
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
-        """Load Serve cannot see (lambdaml._autoscaling): predictions no request waits for."""
+        """Load Serve cannot see (lambdaml.serve.autoscaling): predictions no request waits for."""
         return {"background": float(self.tracker.background())}
 
     async def __del__(self) -> None:

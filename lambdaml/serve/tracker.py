@@ -61,7 +61,7 @@ class Flight:
         self.background = False  # no caller waits for it: the autoscaler must still count it
         self.cancel_reason: str | None = None
         self.canceled_at: float | None = None
-        self.logs: Any = None  # the running predict's log capture (lambdaml._logs)
+        self.logs: Any = None  # the running predict's log capture (lambdaml.serve.log_capture)
         self.items: list[Any] | None = None  # a generator's outputs so far
         self.queue: asyncio.Queue | None = None  # a streaming caller's events
         self.invalid: Exception | None = None  # an InputError found only once it ran (a file input)

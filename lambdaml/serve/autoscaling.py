@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-POLICY = "lambdaml._autoscaling:policy"  # import path, as Serve's controller loads it
+POLICY = "lambdaml.serve.autoscaling:policy"  # import path, as Serve's controller loads it
 
 
 def policy(ctx: Any) -> tuple[float, dict[str, Any]]:
