@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import secrets
 import statistics
 import tempfile
 import time
@@ -66,6 +68,7 @@ async def per_call_us(handler, calls: int = 5000) -> float:
 
 
 async def main() -> None:
+    os.environ.setdefault("LAMBDAML_SIGNING_KEY", secrets.token_hex(32))  # no cluster here to keep the key
     with tempfile.TemporaryDirectory() as folder:
         store = ArtifactStore(folder)
         handlers = {

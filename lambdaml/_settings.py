@@ -93,6 +93,11 @@ def debug_enabled() -> bool:
     return os.environ.get("LAMBDAML_DEBUG", "").lower() in ("1", "true", "yes")
 
 
+def signing_key_file() -> Path:
+    """The embedded cluster's artifact signing key (``lambdaml._signing``): kept where it outlives the cluster."""
+    return Path(os.environ.get("LAMBDAML_SIGNING_KEY_FILE") or Path.home() / ".lambdaml" / "signing-key")
+
+
 def artifact_store_url() -> str:
     """Where artifacts live: ``LAMBDAML_ARTIFACTS`` (any fsspec URL), else ``~/.lambdaml/artifacts``."""
     return os.environ.get("LAMBDAML_ARTIFACTS") or str(Path.home() / ".lambdaml" / "artifacts")

@@ -8,6 +8,10 @@ the same id. Each deploy also writes a small record under
 ``{store}/{name}/deploys/``; together they answer "what ran when" and let
 ``rollback`` find the previous version. The store is a local directory by
 default, or ``s3://`` / ``gs://`` for clusters on other machines.
+
+Nothing in the store is trusted for being there: each manifest is signed with the
+cluster's key (``lambdaml._signing``), and it and the code it names are checked before
+anything reads requirements from it or unpickles it (``load_manifest``, ``load_code``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import fsspec
 from pydantic import BaseModel, Field
 
-from lambdaml import _clock
+from lambdaml import _clock, _signing
 from lambdaml._pickling import for_hashing
 from lambdaml._settings import artifact_store_url
 from lambdaml.errors import LambdamlError, NotDeployedError
@@ -28,6 +32,7 @@ from lambdaml.spec import ModelSpec
 MANIFEST = "manifest.json"
 CODE = "model.pkl"
 DELETED = "deleted.json"  # in a model's folder while it is deleted
+SIGNATURES = "signatures"  # {artifact}/signatures/{key id}: the manifest's HMAC, one per cluster key
 
 
 class Manifest(BaseModel):
@@ -81,17 +86,40 @@ class ArtifactStore:
         return f"{self.url}/{name}/{version}"
 
     def save(self, manifest: Manifest, code: bytes) -> Manifest:
-        """Store the artifact under its content version (kept as is if it is already there)."""
+        """Store the artifact under its content version, signed with this cluster's key.
+
+        An artifact already stored under that version is kept (with its creation time) only
+        if it is this code and these settings: anything else there was not written by
+        lambdaml, and is replaced rather than signed.
+        """
         manifest = manifest.model_copy(update={"code_bytes": len(code), "code_sha256": hashlib.sha256(code).hexdigest()})
         version = content_version(manifest, code)
-        manifest_path = self._path(manifest.name, version, MANIFEST)
-        if self.fs.exists(manifest_path):
-            return load_manifest(self.artifact_url(manifest.name, version))
-        manifest = manifest.model_copy(update={"version": version, "created_at": _clock.now()})
-        self.fs.makedirs(self._path(manifest.name, version), exist_ok=True)
-        self.fs.pipe_file(self._path(manifest.name, version, CODE), code)
-        self.fs.pipe_file(manifest_path, manifest.model_dump_json(indent=2).encode())  # last: marks it complete
-        return manifest
+        key = _signing.cluster_key(create=True)
+        folder = self._path(manifest.name, version)
+        stored = self._stored_as_built(folder, version)
+        if stored is None:
+            stored = manifest.model_copy(update={"version": version, "created_at": _clock.now()}).model_dump_json(indent=2).encode()
+            self.fs.makedirs(folder, exist_ok=True)
+            self.fs.pipe_file(f"{folder}/{CODE}", code)
+            self.fs.pipe_file(f"{folder}/{MANIFEST}", stored)  # after the code: marks it complete
+        self.fs.makedirs(f"{folder}/{SIGNATURES}", exist_ok=True)
+        self.fs.pipe_file(f"{folder}/{SIGNATURES}/{_signing.key_id(key)}", _signing.sign(key, stored).encode())
+        return Manifest.model_validate_json(stored)
+
+    def _stored_as_built(self, folder: str, version: str) -> bytes | None:
+        """The stored manifest's bytes if the artifact in ``folder`` is whole and of ``version``.
+
+        The version is a hash of code and settings, so an artifact whose own contents give
+        that version is what this deploy built (its pickle may differ in ids ``_pickling``
+        blanks for hashing, which is why the bytes are not compared with the new build).
+        """
+        try:
+            stored, code = self.fs.cat_file(f"{folder}/{MANIFEST}"), self.fs.cat_file(f"{folder}/{CODE}")
+            existing = Manifest.model_validate_json(stored)
+        except (FileNotFoundError, ValueError):
+            return None
+        whole = existing.code_sha256 == hashlib.sha256(code).hexdigest()
+        return stored if whole and content_version(existing, code) == version == existing.version else None
 
     def record_deploy(self, name: str, version: str) -> None:
         """Note that ``version`` of ``name`` was deployed now (unless it already was the current one)."""
@@ -139,7 +167,7 @@ class ArtifactStore:
             version = path.rstrip("/").rsplit("/", 1)[-1]
             if version == "deploys" or not self.fs.exists(self._path(name, version, MANIFEST)):
                 continue
-            manifest = load_manifest(self.artifact_url(name, version))
+            manifest = Manifest.model_validate_json(self.fs.cat_file(self._path(name, version, MANIFEST)))  # shown only
             rows.append(
                 VersionInfo(
                     version=version,
@@ -163,13 +191,31 @@ class ArtifactStore:
         raise NotDeployedError(f"{name!r} has no earlier deployed version to roll back to.")
 
 
-def load_manifest(artifact_url: str) -> Manifest:
-    with fsspec.open(f"{artifact_url.rstrip('/')}/{MANIFEST}", "rb") as file:
-        return Manifest.model_validate_json(file.read())
-
-
 class ArtifactTampered(LambdamlError):
-    """An artifact's code is not what was stored with its manifest: it is never unpickled."""
+    """An artifact is not what a deployer of this cluster stored: it is never used."""
+
+
+def load_manifest(artifact_url: str) -> Manifest:
+    """The artifact's manifest, once its signature shows a deployer of this cluster stored it."""
+    folder = artifact_url.rstrip("/")
+    with fsspec.open(f"{folder}/{MANIFEST}", "rb") as file:
+        stored = file.read()
+    key = _signing.cluster_key()
+    try:
+        with fsspec.open(f"{folder}/{SIGNATURES}/{_signing.key_id(key)}", "rb") as file:
+            signature = file.read().decode(errors="replace")
+    except FileNotFoundError:
+        raise ArtifactTampered(
+            f"{artifact_url} is not signed with this cluster's key, so it is not loaded: lambdaml signs each "
+            "artifact it stores for the cluster it deploys to, so this one was stored by something else or "
+            "for another cluster. Deploy the model from its source (`lambdaml deploy FILE`) to store it here."
+        ) from None
+    if not _signing.signed_by(key, stored, signature):
+        raise ArtifactTampered(
+            f"The manifest of {artifact_url} does not match its signature: it was changed after lambdaml stored "
+            "it, so it is not loaded. Deploy the model from its source to store a fresh artifact."
+        )
+    return Manifest.model_validate_json(stored)
 
 
 def load_code(artifact_url: str, manifest: Manifest) -> bytes:

@@ -28,6 +28,7 @@ os.environ.update(
     {
         "LAMBDAML_TEMP_DIR": str(TEST_TEMP_DIR),
         "LAMBDAML_ARTIFACTS": str(TEST_TEMP_DIR / "artifacts"),
+        "LAMBDAML_SIGNING_KEY_FILE": str(TEST_TEMP_DIR / "signing-key"),
         "LAMBDAML_DATABASE_URL": f"sqlite:///{TEST_TEMP_DIR / 'records.db'}",
         "LAMBDAML_RAY_PORT": str(_free_port()),
         "LAMBDAML_HTTP_PORT": str(_free_port()),

@@ -1,9 +1,24 @@
-"""The artifact store: content versions, deploy records, rollback targets, on a local fsspec folder."""
+"""The artifact store: content versions, signatures, deploy records, rollback targets, on a local fsspec folder.
+
+Without a cluster, the signing key comes from ``LAMBDAML_SIGNING_KEY`` (as for replicas that
+read it from their environment); tests/test_deploy.py checks the cluster's own key.
+"""
+
+import hashlib
+import json
 
 import pytest
 
 from lambdaml import NotDeployedError
 from lambdaml.artifacts import ArtifactStore, ArtifactTampered, Manifest, load_code, load_manifest
+
+
+KEY = "k" * 32
+
+
+@pytest.fixture(autouse=True)
+def signing_key(monkeypatch):
+    monkeypatch.setenv("LAMBDAML_SIGNING_KEY", KEY)
 
 
 def manifest(**changes) -> Manifest:
@@ -29,6 +44,49 @@ def test_code_changed_in_the_store_is_refused_before_it_is_unpickled(tmp_path):
     (tmp_path / "m" / saved.version / "model.pkl").write_bytes(b"evil code")  # whoever can write the store
     with pytest.raises(ArtifactTampered, match="changed after lambdaml stored it"):
         load_code(url, load_manifest(url))
+
+
+def test_a_manifest_changed_unsigned_or_signed_for_another_cluster_is_refused(tmp_path, monkeypatch):
+    store = ArtifactStore(str(tmp_path))
+    saved = store.save(manifest(requirements=["tabulate==0.9.0"]), b"code")
+    url, folder = store.artifact_url("m", saved.version), tmp_path / "m" / saved.version
+    stored = (folder / "manifest.json").read_text()
+    changed = json.loads(stored) | {"requirements": ["tabulate==0.9.0", "evil @ https://example.com/evil.tar.gz"]}
+    (folder / "manifest.json").write_text(json.dumps(changed))  # pip would run evil's setup.py
+    with pytest.raises(ArtifactTampered, match="does not match its signature"):
+        load_manifest(url)
+    (folder / "manifest.json").write_text(stored)
+    assert load_manifest(url).requirements == ["tabulate==0.9.0"]
+    monkeypatch.setenv("LAMBDAML_SIGNING_KEY", "another cluster's key, 32 chars+")
+    with pytest.raises(ArtifactTampered, match="not signed with this cluster's key"):
+        load_manifest(url)
+    assert store.save(manifest(requirements=["tabulate==0.9.0"]), b"code").version == saved.version  # deployed there too
+    assert load_manifest(url).created_at == saved.created_at and len(list((folder / "signatures").iterdir())) == 2
+    monkeypatch.setenv("LAMBDAML_SIGNING_KEY", KEY)
+    assert load_manifest(url).version == saved.version  # each cluster keeps its own signature
+
+
+def test_something_planted_under_a_version_is_replaced_not_signed(tmp_path):
+    """A store writer who puts code under the version a deploy will compute gets it overwritten."""
+    store = ArtifactStore(str(tmp_path))
+    honest = store.save(manifest(), b"honest code")
+    folder = tmp_path / "m" / honest.version
+    (folder / "model.pkl").write_bytes(b"evil code")
+    evil_manifest = json.loads((folder / "manifest.json").read_text()) | {"code_sha256": hashlib.sha256(b"evil code").hexdigest()}
+    (folder / "manifest.json").write_text(json.dumps(evil_manifest))
+    for signature in (folder / "signatures").iterdir():
+        signature.unlink()
+    again = store.save(manifest(), b"honest code")
+    url = store.artifact_url("m", again.version)
+    assert again.version == honest.version and load_code(url, load_manifest(url)) == b"honest code"
+
+
+def test_a_short_signing_key_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAMBDAML_SIGNING_KEY", "short")
+    from lambdaml._signing import SigningKeyMissing
+
+    with pytest.raises(SigningKeyMissing, match="shorter than 32 characters"):
+        ArtifactStore(str(tmp_path)).save(manifest(), b"code")
 
 
 def test_versions_deploys_and_previous(tmp_path):

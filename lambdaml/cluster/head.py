@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lambdaml.cluster.node_types import Simulation
-from lambdaml._settings import ClusterSettings, cluster_settings
+from lambdaml._settings import ClusterSettings, cluster_settings, signing_key_file
 from lambdaml.errors import ClusterError
 
 _STATE_FILE = "lambdaml-cluster.json"
@@ -275,6 +275,7 @@ def _start_keeper(
         f"--http-port={settings.http_port}",
         f"--warm-workers={settings.warm_workers}",
         f"--temp-dir={settings.temp_dir}",
+        f"--signing-key-file={signing_key_file()}",
     ]
     if node_types is not None:
         command.append(f"--node-types={node_types}")

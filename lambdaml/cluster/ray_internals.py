@@ -52,11 +52,11 @@ def driver_stays_on_loopback() -> None:
         auto_init.enable_auto_connect = False
 
 
-def kv_put(key: str, value: str) -> None:
-    """``ray/experimental/internal_kv.py``: a value in the GCS, for every driver of the cluster."""
+def kv_put(key: str, value: str, overwrite: bool = True) -> None:
+    """``ray/experimental/internal_kv.py``: a value in the GCS, for every driver and worker of the cluster."""
     from ray.experimental.internal_kv import _internal_kv_put
 
-    _internal_kv_put(key, value, overwrite=True, namespace=_KV_NAMESPACE)
+    _internal_kv_put(key, value, overwrite=overwrite, namespace=_KV_NAMESPACE)
 
 
 def kv_get(key: str) -> str | None:
