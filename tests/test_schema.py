@@ -50,6 +50,18 @@ def test_every_bad_field_is_named_with_its_constraint():
     assert "unknown input" in fields["bogus"]["message"]
 
 
+@pytest.mark.parametrize("value, converted", [("7", 7), (7.0, 7), ("2.5", None), (2.5, None), ("many", None)])
+def test_values_are_converted_as_readme_says(value, converted):
+    """README: lax conversion, as Cog's (pydantic's default); what cannot be converted is a 422."""
+    if converted is None:
+        with pytest.raises(InputError, match="steps"):
+            typed.schema.validate({"prompt": "a cat", "steps": value})
+    else:
+        assert typed.schema.validate({"prompt": "a cat", "steps": value}).steps == converted
+    with pytest.raises(InputError, match="prompt"):
+        typed.schema.validate({"prompt": 3})  # a number is not text
+
+
 def test_missing_and_wrong_type_inputs():
     with pytest.raises(InputError) as error:
         typed.schema.validate({"steps": "many"})
