@@ -17,12 +17,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from lambdaml.serve.autoscaling import POLICY
-from lambdaml.cluster.node_types import published
 from lambdaml._settings import SHUTDOWN_WAIT_S, cancel_grace
-from lambdaml._resources import GpuRequest
 from lambdaml.artifacts import load_manifest
 from lambdaml._installs import installed_here, missing, runtime_env
-from lambdaml.errors import DeployError
+from lambdaml.placement import ClusterShape, Placement, cluster_shape, place
 from lambdaml.spec import ModelSpec
 
 # Autoscaling metrics every 0.25 s over a 2 s window, instead of Serve's 10 s
@@ -31,7 +29,6 @@ from lambdaml.spec import ModelSpec
 METRICS_INTERVAL_S = 0.25
 LOOK_BACK_PERIOD_S = 2.0
 UPSCALE_DELAY_S = 0.0
-DEFAULT_CPUS = 1.0
 OVERFLOW_MARGIN = 16  # requests past a replica's queue that still reach it, to be told 503 in JSON
 
 
@@ -53,33 +50,13 @@ class AppArgs(BaseModel):
     debug: bool = Field(default=False, description="Add tracebacks to failed predictions")
 
 
-def choose_gpu(preferences: tuple[GpuRequest, ...], nodes: list[dict[str, float]]) -> GpuRequest | None:
-    """The first preferred GPU request some node can hold; else the first.
-
-    ``nodes`` are the resources of the nodes the cluster has or can add
-    (``possible_nodes``). When none fits, the first preference is kept: a
-    cluster whose node types are unknown may still be able to add it.
-    """
-    for request in preferences:
-        wanted = f"accelerator_type:{request.accelerator_type}"
-        if any(node.get(wanted, 0) > 0 and node.get("GPU", 0) >= request.count for node in nodes):
-            return request
-    return preferences[0] if preferences else None
-
-
-def serve_options(spec: ModelSpec, nodes: list[dict[str, float]] = (), install: list[str] = ()) -> dict[str, Any]:
-    """Keyword arguments for ``serve.deployment(...).options()`` that implement ``spec`` on a cluster of ``nodes``."""
-    actor_options: dict[str, Any] = {"num_cpus": DEFAULT_CPUS if spec.cpu is None else spec.cpu}
+def serve_options(spec: ModelSpec, placement: Placement, install: list[str] = ()) -> dict[str, Any]:
+    """Keyword arguments for ``serve.deployment(...).options()`` that implement ``spec`` where ``placement`` says."""
+    actor_options = dict(placement.actor_options)
     env = runtime_env(list(install))
     if env is not None:  # only then: a replica without one reuses a warm worker
         actor_options["runtime_env"] = env
-    gpu = choose_gpu(spec.gpu, list(nodes))
-    if gpu is not None:
-        actor_options.update(num_gpus=gpu.count, accelerator_type=gpu.accelerator_type)
-    if spec.memory is not None:
-        actor_options["memory"] = spec.memory
     batch_size = spec.batch.max_size if spec.batch else 0  # a batch can only fill if that many requests get in
-    running = max(spec.ongoing_limit, batch_size)
     return {
         "name": spec.name,
         # What runs at once plus @model(queue=...): the replica queues the extra requests itself
@@ -87,7 +64,7 @@ def serve_options(spec: ModelSpec, nodes: list[dict[str, float]] = (), install: 
         # HAProxy are invisible to it: a model at its limit would never scale up), and answers the
         # ones past the queue with a JSON 503 (lambdaml.serve.server). The margin lets those reach it;
         # Serve's own bound, behind it, only catches a burst that outruns the replica's answers.
-        "max_ongoing_requests": running + spec.queue + OVERFLOW_MARGIN,
+        "max_ongoing_requests": spec.running_limit + spec.queue + OVERFLOW_MARGIN,
         "max_queued_requests": OVERFLOW_MARGIN,
         "backpressure_config": {"status_code": 503, "retry_after_s": 1},
         "ray_actor_options": actor_options,
@@ -111,71 +88,15 @@ def serve_options(spec: ModelSpec, nodes: list[dict[str, float]] = (), install: 
     }
 
 
-def replica_needs(actor_options: dict[str, Any]) -> dict[str, float]:
-    """The Ray resources one replica asks for, as the scheduler sees them."""
-    needs = {"CPU": actor_options["num_cpus"], "GPU": actor_options.get("num_gpus", 0)}
-    if "accelerator_type" in actor_options:
-        needs[f"accelerator_type:{actor_options['accelerator_type']}"] = 0.001
-    if "memory" in actor_options:
-        needs["memory"] = actor_options["memory"]
-    return {name: amount for name, amount in needs.items() if amount}
-
-
-def node_resources() -> list[dict[str, float]]:
-    """Total resources of each live node of the connected cluster."""
-    import ray
-
-    return [node["Resources"] for node in ray.nodes() if node["Alive"]]
-
-
-def possible_nodes() -> list[dict[str, float]]:
-    """Resources of the live nodes, then of each node type the cluster said it can add."""
-    return node_resources() + [node_type["resources"] for node_type in published().values()]
-
-
-def _amount(resource: str, amount: float) -> str:
-    """``16.1 GiB`` for Ray's memory resources (bytes), the plain number for the rest."""
-    return f"{amount / 2**30:.1f} GiB" if resource in ("memory", "object_store_memory") else f"{amount:g}"
-
-
-def unschedulable_reason(needs: dict[str, float], nodes: list[dict[str, float]]) -> str | None:
-    """Why no node of ``nodes`` (their total resources) could ever hold a replica needing ``needs``; None if one can."""
-    if any(all(node.get(name, 0) >= amount for name, amount in needs.items()) for node in nodes):
-        return None
-    wanted = ", ".join(f"{name}={_amount(name, amount)}" for name, amount in needs.items())
-    have = "; ".join(
-        ", ".join(f"{name}={_amount(name, amount)}" for name, amount in sorted(node.items()) if not name.startswith("node:"))
-        for node in nodes
-    )
-    return f"a replica needs {wanted}, and no node has that (nodes: {have or 'none'})"
-
-
-def check_schedulable(name: str, actor_options: dict[str, Any], nodes: list[dict[str, float]], growing: bool) -> None:
-    """Fail now, not at the first request, when none of ``nodes`` (``possible_nodes``) could hold a replica.
-
-    ``growing``: the cluster published node types it can add (else it is the embedded one, fixed).
-    """
-    reason = unschedulable_reason(replica_needs(actor_options), nodes)
-    if reason is None:
-        return
-    if growing:
-        reason = reason.replace("no node has that", "no node or node type of this cluster has that")
-        advice = "add a node type with it to the cluster's config (cluster.yaml), or lower @model(cpu=..., gpu=..., memory=...)."
-    else:
-        advice = (
-            "the embedded local cluster cannot add nodes; lower @model(cpu=..., gpu=..., memory=...), "
-            "or deploy to a cluster that has such nodes (set LAMBDAML_ADDRESS)."
-        )
-    raise DeployError(f"{name!r} cannot run on this cluster: {reason}. To fix it, {advice}")
-
-
 def build(args: dict[str, Any]) -> Any:
     """Serve application builder: the model stored at ``args["artifact"]`` as an application."""
     return build_with_fingerprint(args)[0]
 
 
-def build_with_fingerprint(args: dict[str, Any]) -> tuple[Any, str]:
+def build_with_fingerprint(args: dict[str, Any], shape: ClusterShape | None = None) -> tuple[Any, str]:
     """The application, and a digest of everything that makes it (its replicas report it back).
+
+    ``shape``: the cluster's, if the caller (``deploy``) has read it already.
 
     Serve restarts every replica at each ``serve.run`` of an application built in Python
     (its ``version`` option is gone), so ``deploy`` compares this digest with the running
@@ -189,7 +110,8 @@ def build_with_fingerprint(args: dict[str, Any]) -> tuple[Any, str]:
     parsed = AppArgs.model_validate(args)
     manifest = load_manifest(parsed.artifact)
     install = parsed.install if parsed.install is not None else missing(manifest.requirements, installed_here()[1])
-    options = serve_options(manifest.model_spec(), possible_nodes(), install)
+    spec = manifest.model_spec()
+    options = serve_options(spec, place(spec, shape or cluster_shape()), install)
     arguments = (parsed.artifact, parsed.secrets, parsed.environment, parsed.debug)
     made_of = json.dumps([arguments, options], sort_keys=True, default=str)
     fingerprint = hashlib.sha256(made_of.encode()).hexdigest()[:16]

@@ -17,14 +17,13 @@ from typing import Any
 import httpx
 
 from lambdaml import _installs, cluster, environment
-from lambdaml.cluster.node_types import published
 from lambdaml._settings import debug_enabled
-from lambdaml.app import build_with_fingerprint, check_schedulable, possible_nodes, serve_options
+from lambdaml.app import build_with_fingerprint
+from lambdaml.placement import ClusterShape, check_fits, cluster_shape, place
 from lambdaml.artifacts import ArtifactStore, Manifest, VersionInfo, load_manifest
 from lambdaml.errors import DeployError, LambdamlError, NotDeployedError
 from lambdaml.model import Model
 from lambdaml.package import build as build_artifact
-from lambdaml.spec import ModelSpec
 
 @dataclass(frozen=True)
 class Deployment:
@@ -71,12 +70,13 @@ def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Pr
     python, _ = _installs.cluster_environment(info.address)
     _installs.check_python(python)
     secrets = environment.secret_values(model.spec.secrets)
-    _check_fits(model.spec, info.embedded)
+    shape = cluster_shape()  # read once: the fit check and the Serve options both use it
+    check_fits(model.spec.name, place(model.spec, shape), shape, info.embedded)
     progress("environment", "capturing code and packages")
     manifest, code = build_artifact(model, secrets)
     store = _store_for(info)
     progress("upload", f"storing the artifact in {store.url}")
-    return _run(store, store.save(manifest, code), secrets, wait, timeout, progress)
+    return _run(store, store.save(manifest, code), secrets, shape, wait, timeout, progress)
 
 
 def rollback(
@@ -93,8 +93,9 @@ def rollback(
         raise NotDeployedError(f"{name!r} has no version {version!r}; known versions: {known}") from None
     _installs.check_python(_installs.cluster_environment(info.address)[0], manifest.python)
     secrets = environment.secret_values(manifest.model_spec().secrets)
-    _check_fits(manifest.model_spec(), info.embedded)
-    return _run(store, manifest, secrets, wait, timeout, progress)
+    shape = cluster_shape()
+    check_fits(name, place(manifest.model_spec(), shape), shape, info.embedded)
+    return _run(store, manifest, secrets, shape, wait, timeout, progress)
 
 
 def restore(progress: Progress = _quiet) -> tuple[list[Deployment], dict[str, str]]:
@@ -121,16 +122,14 @@ def versions(name: str) -> list[VersionInfo]:
     return ArtifactStore().versions(name)
 
 
-def _check_fits(spec: ModelSpec, embedded: bool) -> None:
-    """Refuse, before anything is stored or started, a model no node of the cluster could ever hold."""
-    growing = bool(published())
-    if embedded or growing:  # else the cluster may grow in ways we cannot see
-        nodes = possible_nodes()
-        check_schedulable(spec.name, serve_options(spec, nodes)["ray_actor_options"], nodes, growing)
-
-
 def _run(
-    store: ArtifactStore, manifest: Manifest, secrets: dict[str, str], wait: bool, timeout: float, progress: Progress
+    store: ArtifactStore,
+    manifest: Manifest,
+    secrets: dict[str, str],
+    shape: ClusterShape,
+    wait: bool,
+    timeout: float,
+    progress: Progress,
 ) -> Deployment:
     from ray import serve
 
@@ -149,7 +148,8 @@ def _run(
             "secrets": secrets,
             "environment": environment.forwarded_environment(),
             "debug": debug_enabled(),
-        }
+        },
+        shape,
     )
     progress("records", "checking the prediction records service")
     from lambdaml.control.app import ensure_running

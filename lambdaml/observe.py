@@ -19,8 +19,7 @@ import httpx
 
 from lambdaml import cluster
 from lambdaml._installs import pip_errors
-from lambdaml.cluster.node_types import published
-from lambdaml.app import node_resources, unschedulable_reason
+from lambdaml.placement import cluster_shape, unschedulable_reason
 from lambdaml._settings import CONTROL_APP
 from lambdaml.artifacts import ArtifactStore
 from lambdaml.errors import ClusterError, NotDeployedError
@@ -155,8 +154,9 @@ def pending_reason(needs: dict[str, float], installs: list[str] = ()) -> str:
         what = f"a node with {needs.get('GPU', 1):g} {gpu}"
     else:
         what = f"room for {wanted}"
-    if unschedulable_reason(needs, node_resources()) is not None:
-        adding = [name for name, node in published().items() if unschedulable_reason(needs, [node["resources"]]) is None]
+    shape = cluster_shape()
+    if unschedulable_reason(needs, shape.nodes) is not None:
+        adding = [name for name, node in shape.node_types.items() if unschedulable_reason(needs, [node["resources"]]) is None]
         if adding:
             return f"waiting for {what}: the autoscaler is adding one (node type {adding[0]!r})"
         return f"waiting for {what}: the cluster has none; the autoscaler may add one"

@@ -159,6 +159,11 @@ class ModelSpec(StableModel):
         """Requests one replica accepts at once (Serve's ``max_ongoing_requests``)."""
         return self.max_concurrency or self.concurrency
 
+    @property
+    def running_limit(self) -> int:
+        """Predictions one replica runs at once: ``ongoing_limit``, or a whole batch (it can only fill if that many get in)."""
+        return max(self.ongoing_limit, self.batch.max_size if self.batch else 0)
+
 
 _HINTS = {
     "gpu": GPU_HELP,

@@ -34,17 +34,11 @@ from lambdaml._urls import input_locations
 from lambdaml.errors import InputError
 from lambdaml.serve.metrics import GpuMemory, NoMetrics
 from lambdaml.model import Model
-from lambdaml.spec import ModelSpec
 
 
 OnItem = Callable[[Any], Awaitable[None]] | None
 OnStart = Callable[[str, Any], None] | None  # (started_at, the log capture)
 Inputs = dict[str, Any] | BaseModel  # raw inputs, or inputs already validated (``ModelRuntime.parse``)
-
-
-def running_limit(spec: ModelSpec) -> int:
-    """Predictions one replica runs at once: ``max_concurrency`` (default ``concurrency``), or a whole batch."""
-    return max(spec.ongoing_limit, spec.batch.max_size if spec.batch else 0)
 
 
 def _prediction(prediction_id: str, status: str, echoed: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -77,7 +71,7 @@ class ModelRuntime:
         log_capture.mask_everywhere(list(masked))
         self._metrics = metrics or NoMetrics()
         self._batcher = batcher  # Ray Serve's batching queue (lambdaml.serve.server), which calls run_batch
-        self._slots = asyncio.Semaphore(running_limit(model.spec))
+        self._slots = asyncio.Semaphore(model.spec.running_limit)
         self.recent_errors: collections.deque[dict[str, str]] = collections.deque(maxlen=5)
         self._masked = list(masked)  # secret values from the environment: never in logs
         self.spec = model.spec

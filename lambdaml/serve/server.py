@@ -37,7 +37,7 @@ from lambdaml.environment import sensitive_values
 from lambdaml.errors import InputError
 from lambdaml.serve.metrics import ModelMetrics
 from lambdaml.package import unpack
-from lambdaml.serve.runtime import ModelRuntime, running_limit
+from lambdaml.serve.runtime import ModelRuntime
 from lambdaml.serve.tracker import CALLER_WENT_AWAY, CANCELED_BY_CALLER, FINAL, SHUT_DOWN, Flight, Tracker
 from lambdaml._openapi import openapi
 from lambdaml.schema import ID_RULE, PREDICTION_ID
@@ -93,7 +93,7 @@ class ModelServer:
         self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))
         self._sync_wait = sync_wait()
         self._max_body = max_request_bytes()
-        self._capacity = running_limit(spec) + spec.queue  # predictions held at once; past it a 503
+        self._capacity = spec.running_limit + spec.queue  # predictions held at once; past it a 503
         self._shutdown_wait = spec.timeout or SHUTDOWN_WAIT_S
         self._replica = replica_name()
         self._control: Any = None
