@@ -12,7 +12,7 @@ import lambdaml
 from lambdaml import InputError, ModelError, model
 
 DOCS = Path(__file__).parent.parent / "docs"
-METRICS_SOURCE = Path(__file__).parent.parent / "lambdaml" / "metrics.py"
+METRICS_SOURCE = Path(__file__).parent.parent / "lambdaml" / "serve" / "metrics.py"
 
 
 def _prediction_counts(metrics: str, name: str) -> dict[str, float]:
