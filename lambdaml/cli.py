@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lambdaml import _cli_io, _cli_predictions, client, cluster, observe, predictions
+from lambdaml._settings import cluster_settings
+from lambdaml.cluster.head import auth_token_path
 from lambdaml.cluster.node_types import Simulation, publish, read_cluster_yaml
 from lambdaml.errors import ClusterError, InputError, LambdamlError
 
@@ -430,7 +432,7 @@ def down() -> None:
 
 @command
 def dashboard() -> None:
-    """Print the Ray dashboard's URL.
+    """Print the Ray dashboard's URL, and where its login token is.
 
     Example: `lambdaml dashboard`
     """
@@ -438,6 +440,9 @@ def dashboard() -> None:
     if info is None:
         raise ClusterError("No lambdaml cluster is running on this machine. Start one with `lambdaml up`.")
     console.print(info.dashboard_url, highlight=False)
+    if info.embedded:
+        token = auth_token_path(cluster_settings())
+        errors.print(f"It asks for the cluster's token (Ray's token authentication): `cat {token}`", highlight=False)
 
 
 if __name__ == "__main__":

@@ -56,9 +56,11 @@ class ModelInfo:
 
 def serve_details() -> dict[str, Any]:
     """The dashboard's view of every Serve application (its REST API)."""
+    from lambdaml.cluster.ray_internals import dashboard_headers
+
     info = cluster.connect(start_embedded=False)
     try:
-        response = httpx.get(f"{info.dashboard_url}/api/serve/applications/", timeout=30)
+        response = httpx.get(f"{info.dashboard_url}/api/serve/applications/", headers=dashboard_headers(), timeout=30)
         response.raise_for_status()
     except httpx.HTTPError as exc:
         raise ClusterError(f"The Ray dashboard at {info.dashboard_url} did not answer: {exc}") from None

@@ -6,7 +6,6 @@ from pydantic import ValidationError
 import lambdaml
 import lambdaml.artifacts
 from lambdaml import model
-from lambdaml._resources import GpuRequest
 from lambdaml.app import OVERFLOW_MARGIN, AppArgs, serve_options
 from lambdaml.placement import ClusterShape, place
 

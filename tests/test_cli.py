@@ -187,7 +187,10 @@ def test_predict_waits_for_a_replica_that_takes_long_to_start(cluster, tmp_path)
 
 
 def test_dashboard_rest_api_lists_a_deployed_model(deployed_cli, cluster):
-    applications = httpx.get(f"{cluster.dashboard_url}/api/serve/applications/", timeout=30).json()["applications"]
+    from lambdaml.cluster.ray_internals import dashboard_headers
+
+    applications = httpx.get(f"{cluster.dashboard_url}/api/serve/applications/", headers=dashboard_headers(),
+                             timeout=30).json()["applications"]
     assert applications["cli-shout"]["status"] == "RUNNING"
     assert applications["cli-shout"]["route_prefix"] == "/cli-shout"
 

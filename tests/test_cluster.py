@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -42,9 +43,20 @@ def test_every_cluster_listener_is_on_loopback(cluster, deployed):
     assert exposed == [], f"listeners not on 127.0.0.1: {exposed}"
 
 
-def test_dashboard_serves_on_loopback(cluster):
-    response = httpx.get(f"{cluster.dashboard_url}/api/serve/applications/", timeout=30)
-    assert response.status_code == 200
+def test_the_dashboard_and_the_gcs_answer_only_to_holders_of_the_cluster_token(cluster):
+    """Ray's token authentication: another local user reaches the ports, not this user's private folder."""
+    from lambdaml.cluster.ray_internals import dashboard_headers
+
+    url = f"{cluster.dashboard_url}/api/serve/applications/"
+    assert httpx.get(url, headers=dashboard_headers(), timeout=30).status_code == 200
+    assert httpx.get(url, timeout=30).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer " + "0" * 64}, timeout=30).status_code == 403
+    token = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
+    assert token.parent == cluster_settings().temp_dir and token.stat().st_mode & 0o777 == 0o600
+    guesser = {**os.environ, "RAY_AUTH_TOKEN_PATH": str(token.parent / "no-such-token")}
+    code = f"import ray; ray.init(address={cluster.address!r}); print('connected')"
+    output = subprocess.run([sys.executable, "-c", code], env=guesser, capture_output=True, text=True, timeout=120)
+    assert output.returncode != 0 and "connected" not in output.stdout
 
 
 def test_another_process_reuses_the_running_cluster(cluster):
@@ -105,6 +117,9 @@ def test_an_address_connects_to_that_cluster_instead(cluster):
             "LAMBDAML_ADDRESS": f"127.0.0.1:{settings.ray_port}",
             "LAMBDAML_URL": cluster.http_url,
             "LAMBDAML_TEMP_DIR": "/tmp/lmt-not-used",  # would start a new cluster if the address were ignored
+            # What a user connecting to a token-protected cluster sets, as for any Ray client (docs/cluster.md).
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(cluster_settings().temp_dir / "ray-auth-token"),
         }
         code = (
             "import lambdaml, lambdaml.cluster as c\n"

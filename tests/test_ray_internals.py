@@ -49,6 +49,13 @@ def test_the_called_internals_are_there():
 
     assert hasattr(constants, "ENABLE_RAY_CLUSTER") and hasattr(auto_init, "enable_auto_connect")
     assert callable(internal_kv._internal_kv_put) and callable(internal_kv._internal_kv_get)
+    from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+    from ray._private.grpc_utils import init_grpc_channel
+
+    assert callable(get_auth_headers_if_auth_enabled) and "address" in inspect.signature(init_grpc_channel).parameters
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    assert callable(Config.initialize) and callable(AuthenticationTokenLoader.instance().reset_cache)
     assert hasattr(node_manager_pb2_grpc.NodeManagerServiceStub, "__init__")
     request = node_manager_pb2.PrestartWorkersRequest(language=common_pb2.PYTHON, num_workers=1, keep_alive_duration_secs=1)
     assert request.num_workers == 1 and hasattr(node_manager_pb2.GetNodeStatsRequest(), "SerializeToString")

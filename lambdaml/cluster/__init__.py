@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-from lambdaml.cluster.head import LOCAL_ONLY, ClusterInfo, haproxy_driver_environment, read_state, start, stop
+from lambdaml.cluster.head import LOCAL_ONLY, ClusterInfo, auth_environment, haproxy_driver_environment, read_state, start, stop
 from lambdaml._settings import cluster_settings
 from lambdaml.errors import ClusterError
 
@@ -76,6 +76,10 @@ def connect(start_embedded: bool = True) -> ClusterInfo:
         # which a synchronous client like ours does not have.
         os.environ.update(haproxy_driver_environment())
         os.environ["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] = "1"
+    if info.embedded:
+        from lambdaml.cluster.ray_internals import driver_uses_auth_token
+
+        driver_uses_auth_token(auth_environment(settings))
     if info.embedded or is_loopback(info.address):
         _driver_on_loopback()
     from lambdaml.cluster.ray_internals import check_version

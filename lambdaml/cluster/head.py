@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -33,7 +34,31 @@ _STOP_GRACE_S = 2.0
 # this machine can connect, so Ray's token authentication is left off
 # explicitly (Ray would otherwise switch it on whenever ~/.ray/auth_token
 # exists, and drivers without the token could not connect).
-LOCAL_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+LOCAL_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def auth_token_path(settings: ClusterSettings) -> Path:
+    return settings.temp_dir / "ray-auth-token"
+
+
+def auth_environment(settings: ClusterSettings) -> dict[str, str]:
+    """Ray's token authentication for the embedded cluster, for its processes and its drivers.
+
+    Every process that reaches the cluster's GCS, raylet or dashboard must show the token,
+    so another local user (who can reach loopback ports, not this user's private folder)
+    cannot run code as this user through it. The token file is made once, readable by
+    this user only, and found by every lambdaml process from the cluster's folder.
+    """
+    token = auth_token_path(settings)
+    private_dir(token.parent)
+    try:
+        descriptor = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
 _HAPROXY_WRAPPER = Path(__file__).parent / "bin" / "haproxy-loopback"
 
 
@@ -120,6 +145,7 @@ def _head_environment(settings: ClusterSettings) -> dict[str, str]:
         {
             "RAY_USAGE_STATS_ENABLED": "0",
             **LOCAL_ONLY,
+            **auth_environment(settings),
             # Idle workers (see lambdaml.cluster.warm_workers) import Serve's replica code and
             # ours ahead of time, so a replica starts without paying for imports.
             "RAY_preload_python_modules": "ray.serve._private.replica,lambdaml.cluster.ray_internals,lambdaml.serve.server",

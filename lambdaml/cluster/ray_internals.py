@@ -52,6 +52,29 @@ def driver_stays_on_loopback() -> None:
         auto_init.enable_auto_connect = False
 
 
+def driver_uses_auth_token(environment: dict[str, str]) -> None:
+    """Have this process show the cluster's token (``RAY_AUTH_MODE``, ``RAY_AUTH_TOKEN_PATH``).
+
+    Ray reads both into caches when it is imported; a process that imported Ray before
+    connecting (a notebook, ``from ray import serve`` at the top of a module) would keep
+    "no authentication". The caches are refreshed as Ray's own ``_enable_token_auth``
+    (``ray/_private/authentication/authentication_token_setup.py``) refreshes them.
+    """
+    os.environ.update(environment)
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def dashboard_headers() -> dict[str, str]:
+    """``ray/_private/authentication/http_token_authentication.py``: the ``Authorization`` header the
+    dashboard's REST API asks for on a cluster with token authentication (none otherwise)."""
+    from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+
+    return get_auth_headers_if_auth_enabled({})
+
+
 def kv_put(key: str, value: str, overwrite: bool = True) -> None:
     """``ray/experimental/internal_kv.py``: a value in the GCS, for every driver and worker of the cluster."""
     from ray.experimental.internal_kv import _internal_kv_put
@@ -69,13 +92,13 @@ def kv_get(key: str) -> str | None:
 def raylet_stub() -> Any:
     """A client of the raylet of this driver's node (``src/ray/protobuf/node_manager.proto``, through
     Ray's generated stubs in ``ray/core/generated``)."""
-    import grpc
     import ray
+    from ray._private.grpc_utils import init_grpc_channel  # with the cluster's auth token, when it has one
     from ray.core.generated import node_manager_pb2_grpc
 
     node_id = ray.get_runtime_context().get_node_id()
     node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
-    channel = grpc.insecure_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+    channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
     return node_manager_pb2_grpc.NodeManagerServiceStub(channel)
 
 
