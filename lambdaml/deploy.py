@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from lambdaml import _installs, cluster, environment
+from lambdaml import _forwarding, _installs, _secrets, cluster
 from lambdaml._settings import debug_enabled
 from lambdaml.app import build_with_fingerprint
 from lambdaml.placement import ClusterShape, check_fits, cluster_shape, place
@@ -69,7 +69,7 @@ def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Pr
     progress("environment", "checking the cluster's Python and packages")
     python, _ = _installs.cluster_environment(info.address)
     _installs.check_python(python)
-    secrets = environment.secret_values(model.spec.secrets)
+    secrets = _secrets.secret_values(model.spec.secrets)
     shape = cluster_shape()  # read once: the fit check and the Serve options both use it
     check_fits(model.spec.name, place(model.spec, shape), shape, info.embedded)
     progress("environment", "capturing code and packages")
@@ -92,7 +92,7 @@ def rollback(
         known = ", ".join(v.version for v in store.versions(name))
         raise NotDeployedError(f"{name!r} has no version {version!r}; known versions: {known}") from None
     _installs.check_python(_installs.cluster_environment(info.address)[0], manifest.python)
-    secrets = environment.secret_values(manifest.model_spec().secrets)
+    secrets = _secrets.secret_values(manifest.model_spec().secrets)
     shape = cluster_shape()
     check_fits(name, place(manifest.model_spec(), shape), shape, info.embedded)
     return _run(store, manifest, secrets, shape, wait, timeout, progress)
@@ -146,7 +146,7 @@ def _run(
             "artifact": artifact,
             "install": install,
             "secrets": secrets,
-            "environment": environment.forwarded_environment(),
+            "environment": _forwarding.forwarded_environment(),
             "debug": debug_enabled(),
         },
         shape,

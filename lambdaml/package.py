@@ -15,7 +15,7 @@ import cloudpickle
 
 from lambdaml.artifacts import Manifest
 from lambdaml._installs import CLIENT_PYTHON
-from lambdaml.environment import requirements_for, scan_code
+from lambdaml._code_scan import requirements_for, scan_code
 from lambdaml.errors import ConfigError
 from lambdaml.model import Model
 

@@ -33,7 +33,7 @@ from lambdaml.serve.log_capture import flush_serve_logs_every
 from lambdaml._settings import CONTROL_APP, SHUTDOWN_WAIT_S, cancel_grace, max_request_bytes, sync_wait
 from lambdaml.serve.streams import sse
 from lambdaml.artifacts import load_code, load_manifest
-from lambdaml.environment import sensitive_values
+from lambdaml._forwarding import sensitive_values
 from lambdaml.errors import InputError
 from lambdaml.serve.metrics import ModelMetrics
 from lambdaml.package import unpack

@@ -1,9 +1,9 @@
-"""The package stage, environment side: what a model needs besides its code.
+"""The package stage, code side: which of the user's modules travel by value, which packages are pinned.
 
-* Which of the user's modules must travel by value (``__main__``, notebook
-  cells, helper files that are not installed) and which third-party
-  distributions the code imports, found by walking the model's bytecode.
-* Environment variables and secrets for the replicas.
+Found by walking the model's bytecode: the user's own modules (``__main__``, notebook
+cells, helper files that are not installed) are shipped by value by cloudpickle; the
+third-party distributions the code imports are pinned to the versions installed here,
+unless ``@model(packages=..., requirements=...)`` says otherwise.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import dis
 import importlib.metadata
 import importlib.util
 import os
-import re
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import CodeType, FunctionType, ModuleType
@@ -22,8 +20,6 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from lambdaml.serve.log_capture import MIN_MASKED
-from lambdaml.errors import DeployError
 from lambdaml.spec import ModelSpec
 
 _INSTALLED_ROOTS = tuple(
@@ -194,60 +190,3 @@ def _own_version() -> str:
         return importlib.metadata.version("lambdaml")
     except importlib.metadata.PackageNotFoundError:
         return ""
-
-
-# ------------------------------------------------------------------ variables and secrets
-
-# Storage credentials and endpoints (the standard AWS and GCP chains read these), fsspec's
-# own settings, and the file settings of lambdaml.files: what replicas need to move files.
-_FORWARDED = re.compile(
-    r"^(AWS_\w+|GOOGLE_\w+|GCLOUD_\w+|CLOUDSDK_\w+|GCSFS_\w+|FSSPEC_\w+|STORAGE_EMULATOR_HOST"
-    r"|LAMBDAML_(OUTPUT_URL|ALLOWED_HOSTS|INPUT_BUCKETS|MAX_INPUT_BYTES|INLINE_MAX_BYTES|PRESIGN_SECONDS|MAX_REQUEST_BYTES))$"
-)
-_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL|FSSPEC_", re.IGNORECASE)
-
-
-def forwarded_environment() -> dict[str, str]:
-    """Storage credentials and file settings of this process, for the replicas.
-
-    ``LAMBDAML_FORWARD_CREDENTIALS=0`` keeps the storage credentials at home (a
-    cluster with its own IAM role); lambdaml's file settings still travel.
-    """
-    keep_credentials = os.environ.get("LAMBDAML_FORWARD_CREDENTIALS", "1").lower() not in ("0", "false", "no")
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if _FORWARDED.match(name) and (keep_credentials or name.startswith("LAMBDAML_"))
-    }
-
-
-def sensitive_values(environment: dict[str, str]) -> list[str]:
-    """The values of ``environment`` whose names say they are secret, for masking in logs."""
-    return [value for name, value in environment.items() if value and _SECRET_NAME.search(name)]
-
-
-def secret_values(names: tuple[str, ...], dotenv_path: str = ".env") -> dict[str, str]:
-    """Secret values from this process's environment, else from a ``.env`` file."""
-    from dotenv import dotenv_values
-
-    from_file = dotenv_values(dotenv_path) if names and Path(dotenv_path).is_file() else {}
-    values, absent = {}, []
-    for name in names:
-        value = os.environ.get(name, from_file.get(name))
-        if value is None:
-            absent.append(name)
-        else:
-            values[name] = value
-    if absent:
-        raise DeployError(
-            f"Secret {', '.join(absent)} is not set. Set it in this shell (export {absent[0]}=...) "
-            f"or in a .env file in {Path.cwd()}."
-        )
-    short = [name for name, value in values.items() if value and len(value) < MIN_MASKED]
-    if short:
-        warnings.warn(
-            f"Secret {', '.join(short)} is shorter than {MIN_MASKED} characters, so it is not masked in logs "
-            "(masking it would garble every line that happens to contain those characters).",
-            stacklevel=2,
-        )
-    return values
