@@ -2,7 +2,7 @@
 
 ``deploy`` packages the model into an artifact (``lambdaml.package``), stores
 it (``lambdaml.artifacts``), works out what the cluster must install
-(``lambdaml.environment``) and runs it through the Serve application builder
+(``lambdaml._installs``) and runs it through the Serve application builder
 (``lambdaml.app``). ``rollback`` and ``versions`` work from the store alone,
 so they need none of the model's code.
 """

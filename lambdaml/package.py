@@ -3,7 +3,7 @@
 Code the cluster cannot import (``__main__``, notebook cells, helper modules
 that are not installed) is pickled by value with cloudpickle; installed
 packages travel by reference and are listed, pinned, in the manifest.
-``lambdaml.environment`` finds both; ``lambdaml.artifacts`` stores the result.
+``lambdaml._code_scan`` finds both; ``lambdaml.artifacts`` stores the result.
 """
 
 from __future__ import annotations
