@@ -19,7 +19,6 @@ import shutil
 import time
 from urllib.parse import unquote, urlsplit
 
-import fsspec
 from filelock import FileLock, Timeout
 
 
@@ -69,6 +68,8 @@ def cached(url: str) -> pathlib.Path:
             partial = root / f"{entry.name}.partial"
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir()
+            import fsspec  # here: describing a model (lambdaml.files) must not import it
+
             fs, path = fsspec.core.url_to_fs(url)
             fs.get_file(path, str(partial / name))
             shutil.rmtree(entry, ignore_errors=True)  # a damaged earlier entry

@@ -31,7 +31,8 @@ from lambdaml.errors import (
     PredictionNotFoundError,
     WaitTimeoutError,
 )
-from lambdaml.files import file_fields, send_local_files
+from lambdaml._staging import send_local_files
+from lambdaml.files import file_fields
 from lambdaml.schema import Prediction
 
 HOLD_SLACK_S = 60.0  # read timeout beyond the longest hold the server may use, so we never hang up first

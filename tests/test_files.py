@@ -20,7 +20,7 @@ from pydantic import BaseModel
 import lambdaml
 from lambdaml import Input, Path, model
 from lambdaml import _weights
-from lambdaml.files import FetchError, OutputError, fetch, upload_outputs
+from lambdaml.serve.transfer import FetchError, OutputError, fetch, upload_outputs
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -219,7 +219,7 @@ def test_a_bucket_the_cluster_has_no_credentials_for_says_what_to_configure(s3, 
     env.update(AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"], AWS_EC2_METADATA_DISABLED="true",
                AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
     script = (
-        "import pathlib, sys\nfrom lambdaml.files import FetchError, fetch\n"
+        "import pathlib, sys\nfrom lambdaml.serve.transfer import FetchError, fetch\n"
         f"try:\n    fetch('s3://lmt-bucket/in/nocred.bin', pathlib.Path({str(tmp_path)!r}))\n"
         "except FetchError as exc:\n    print(exc)\n"
     )

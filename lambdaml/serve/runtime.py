@@ -26,8 +26,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lambdaml import _clock, files
-from lambdaml.serve import log_capture, streams
+from lambdaml import _clock
+from lambdaml._file_basics import output_location
+from lambdaml.serve import log_capture, streams, transfer
 from lambdaml._settings import cancel_grace
 from lambdaml.serve.threads import SyncRunner
 from lambdaml._urls import input_locations
@@ -94,7 +95,7 @@ class ModelRuntime:
         self._threads = SyncRunner(f"{self.spec.name}-predict")
         self._cancel_grace = cancel_grace()
         self.stuck: str | None = None  # why this replica must be replaced (see _until_stopped)
-        self._output_location = files.output_location(self.spec.output_url)
+        self._output_location = output_location(self.spec.output_url)
         self._input_locations = input_locations(self._output_location)  # for s3:// and gs:// inputs
         self._gpu = GpuMemory()  # after setup(), which is where torch gets imported
 
@@ -207,7 +208,7 @@ class ModelRuntime:
     async def _fetch(self, kwargs: dict[str, Any], folder: pathlib.Path, figures: dict[str, float]) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            kwargs = await files.fetch_inputs(kwargs, folder, self._input_locations)
+            kwargs = await transfer.fetch_inputs(kwargs, folder, self._input_locations)
         except InputError:  # a file that cannot be had
             self._metrics.finished("invalid")
             raise
@@ -232,7 +233,7 @@ class ModelRuntime:
             return output, None
         except TimeoutError:
             return None, f"The prediction took longer than its timeout of {self.spec.timeout:g} s (@model(timeout=...))"
-        except files.OutputError as exc:
+        except transfer.OutputError as exc:
             return None, logs.mask(str(exc))
         except Exception as exc:
             return None, logs.mask(_error_message(exc, self.debug))
@@ -288,9 +289,9 @@ class ModelRuntime:
         return streams.combine(items, self.schema.streams_text)
 
     async def _deliver(self, result: Any, prediction_id: str, figures: dict[str, float]) -> Any:
-        if files.has_files(result):
-            figures["bytes_out"] = figures.get("bytes_out", 0.0) + files.total_size(result)
-            result = await asyncio.to_thread(files.upload_outputs, result, prediction_id, self._output_location)
+        if transfer.has_files(result):
+            figures["bytes_out"] = figures.get("bytes_out", 0.0) + transfer.total_size(result)
+            result = await asyncio.to_thread(transfer.upload_outputs, result, prediction_id, self._output_location)
         return self.schema.dump_output(result)
 
     async def run_batch(self, batch: list[dict[str, Any]]) -> list[Any]:
