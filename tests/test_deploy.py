@@ -1,5 +1,6 @@
 """Deploying on a real local Ray: function and class forms, placement, scale to zero."""
 
+import functools
 import json
 import os
 import sys
@@ -183,14 +184,18 @@ def test_a_package_pip_cannot_install_stops_the_deploy_before_anything_rolls_out
         app_status("uninstallable")
 
 
+def _greeter(name: str, greeting: str):
+    """A model whose code differs by ``greeting``: each greeting is a version of its own."""
+
+    @model(name=name, cpu=0.1, min=1)
+    def greeter() -> str:
+        return greeting
+
+    return greeter
+
+
 def test_redeploy_is_a_no_op_new_code_is_a_new_version_and_rollback_restores(deployed):
-    def make(greeting: str):
-        @model(name="versioned", cpu=0.1, min=1)
-        def versioned() -> str:
-            return greeting
-
-        return versioned
-
+    make = functools.partial(_greeter, "versioned")
     first = deployed(make("v1"))
     assert make("v1").deploy().version == first.version
     second = make("v2").deploy()
@@ -214,13 +219,7 @@ def test_artifacts_are_signed_with_the_cluster_key_and_a_changed_one_is_not_roll
     assert key_file.stat().st_mode & 0o777 == 0o600  # written by the keeper at `up`, for restarts
     assert kv_get(KV_KEY) == key_file.read_text().strip()
 
-    def make(greeting: str):
-        @model(name="signed", cpu=0.1, min=1)
-        def signed() -> str:
-            return greeting
-
-        return signed
-
+    make = functools.partial(_greeter, "signed")
     first = deployed(make("v1"))
     make("v2").deploy()
     folder = Path(os.environ["LAMBDAML_ARTIFACTS"]) / "signed" / first.version
