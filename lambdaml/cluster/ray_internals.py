@@ -102,18 +102,19 @@ def raylet_stub() -> Any:
     return node_manager_pb2_grpc.NodeManagerServiceStub(channel)
 
 
-def unclaimed_workers(stub: Any) -> set[int]:
-    """PIDs of the node's worker processes that no job has claimed yet (``GetNodeStats``)."""
+def python_workers(stub: Any) -> dict[int, bool]:
+    """The node's Python worker processes (``GetNodeStats``): PID -> whether no job has claimed it yet."""
     import ray
     from ray.core.generated import common_pb2, node_manager_pb2
 
     nil_job = ray.JobID.nil().binary()
     stats = stub.GetNodeStats(node_manager_pb2.GetNodeStatsRequest(), timeout=10)
-    return {
-        worker.pid
-        for worker in stats.core_workers_stats
-        if worker.worker_type == common_pb2.WORKER and worker.job_id == nil_job
-    }
+    return {worker.pid: worker.job_id == nil_job for worker in stats.core_workers_stats if worker.worker_type == common_pb2.WORKER}
+
+
+def unclaimed_workers(stub: Any) -> set[int]:
+    """PIDs of the node's worker processes that no job has claimed yet."""
+    return {pid for pid, unclaimed in python_workers(stub).items() if unclaimed}
 
 
 def prestart_workers(stub: Any, count: int, keep_alive_s: int) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from lambdaml.cluster.ray_internals import prestart_workers, unclaimed_workers
+from lambdaml.cluster.ray_internals import prestart_workers, python_workers
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +38,31 @@ class WarmPool:
     size: int
     _requested: int = 0  # asked for, not yet seen
     _requested_at: float = 0.0
-    _seen: set[int] = field(default_factory=set)
+    _seen: set[int] = field(default_factory=set)  # every worker process seen, claimed or not
 
     def tend(self) -> None:
         if self.size <= 0:  # LAMBDAML_WARM_WORKERS=0: replicas start in new workers, as with plain Ray
             return
-        ready = unclaimed_workers(self.stub)
-        arrived = len(ready - self._seen)
-        self._seen = ready
-        self._requested = max(0, self._requested - arrived)
-        if self._requested and time.monotonic() - self._requested_at > _STARTUP_GRACE_S:
-            self._requested = 0  # those starts failed or were claimed before we saw them
-        missing = self.size - len(ready) - self._requested
-        if missing > 0:
+        missing = self.to_request(python_workers(self.stub), time.monotonic())
+        if missing:
             prestart_workers(self.stub, missing, _KEEP_ALIVE_S)
+
+    def to_request(self, workers: dict[int, bool], now: float) -> int:
+        """How many workers to ask for, given the node's workers (PID -> unclaimed) seen at ``now``."""
+        ready = {pid for pid, unclaimed in workers.items() if unclaimed}
+        # A requested worker counts as arrived even if a replica claimed it before this look
+        # (on a fresh cluster the first replicas take them within a second): counting only
+        # unclaimed arrivals left the pool empty until the grace below ran out.
+        arrived = len(workers.keys() - self._seen)
+        self._seen = set(workers)
+        self._requested = max(0, self._requested - arrived)
+        if self._requested and now - self._requested_at > _STARTUP_GRACE_S:
+            self._requested = 0  # those starts failed
+        missing = max(0, self.size - len(ready) - self._requested)
+        if missing:
             self._requested += missing
-            self._requested_at = time.monotonic()
+            self._requested_at = now
+        return missing
 
     def run_forever(self, interval_s: float = 1.0) -> None:
         failing = False
