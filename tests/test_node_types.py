@@ -15,12 +15,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 import yaml
 from ray.autoscaler._private.util import validate_config
-from ray.util.state import list_nodes
 
 from lambdaml.cluster.head import free_port
 from lambdaml.cluster.node_types import fake_provider_config, read_cluster_yaml
@@ -121,8 +121,13 @@ def simulated(tmp_path_factory):
         lambdaml("down")
 
 
-def _alive_nodes(dashboard_url: str) -> list:
-    return [node for node in list_nodes(address=dashboard_url, detail=True) if node.state == "ALIVE"]
+def _alive_nodes(env: dict[str, str]) -> list[SimpleNamespace]:
+    """The simulated cluster's live nodes, from its dashboard's state API, with that cluster's token."""
+    token = (Path(env["LAMBDAML_TEMP_DIR"]) / "ray-auth-token").read_text().strip()
+    response = httpx.get(f"http://127.0.0.1:{env['LAMBDAML_DASHBOARD_PORT']}/api/v0/nodes",
+                         params={"detail": "1", "limit": "100"}, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    response.raise_for_status()
+    return [SimpleNamespace(**node) for node in response.json()["data"]["result"]["result"] if node["state"] == "ALIVE"]
 
 
 def _predict(http_url: str, name: str, x: int) -> dict:
@@ -135,18 +140,17 @@ def _predict(http_url: str, name: str, x: int) -> dict:
 def test_a100_node_is_added_on_demand_and_removed_when_idle(simulated):
     env, lambdaml = simulated
     http_url = f"http://127.0.0.1:{env['LAMBDAML_HTTP_PORT']}"
-    dashboard_url = f"http://127.0.0.1:{env['LAMBDAML_DASHBOARD_PORT']}"
-    (head,) = _alive_nodes(dashboard_url)  # no worker node yet
+    (head,) = _alive_nodes(env)  # no worker node yet
     assert head.is_head_node and head.resources_total.get("CPU", 0) == 0  # the head takes no replicas
 
     deployed = lambdaml("deploy", "models.py")
     assert deployed.returncode == 0, deployed.stderr
     assert "0 (scales up on demand)" in deployed.stdout
-    assert len(_alive_nodes(dashboard_url)) == 1  # min=0: deploying adds nothing
+    assert len(_alive_nodes(env)) == 1  # min=0: deploying adds nothing
 
     # 1-3: the first request makes the autoscaler add an A100 node; the replica runs there and answers.
     output = _predict(http_url, "captioner", 7)
-    nodes = {node.node_id: node for node in _alive_nodes(dashboard_url)}
+    nodes = {node.node_id: node for node in _alive_nodes(env)}
     assert output["x"] == 7 and output["node"] != head.node_id
     assert nodes[output["node"]].resources_total["accelerator_type:A100"] == 1
     assert output["gpus"] == ["0"]  # Ray gave the replica one of the fake node's GPUs
@@ -159,14 +163,14 @@ def test_a100_node_is_added_on_demand_and_removed_when_idle(simulated):
 
     # The fallback list: no H100 type exists, so gpu=["H100", "A100"] is served by an A100 node.
     fallback = _predict(http_url, "fallback", 8)
-    assert fallback["node"] in {node.node_id for node in _alive_nodes(dashboard_url)}
+    assert fallback["node"] in {node.node_id for node in _alive_nodes(env)}
     assert fallback["node"] != head.node_id
 
     # 4: idle, the replicas go to zero, then the node is removed (idle_timeout 5 s, plus Ray's reaction).
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(_alive_nodes(dashboard_url)) > 1:
+    while time.monotonic() < deadline and len(_alive_nodes(env)) > 1:
         time.sleep(2)
-    assert [node.node_id for node in _alive_nodes(dashboard_url)] == [head.node_id]
+    assert [node.node_id for node in _alive_nodes(env)] == [head.node_id]
     status = lambdaml("status", "captioner")
     assert status.returncode == 0, status.stderr
     assert "0 replicas" in status.stdout or "no replicas" in status.stdout.lower(), status.stdout
