@@ -279,6 +279,8 @@ def logs(
     """
     for line in observe.logs(name, follow=follow, tail=tail):
         console.print(line, highlight=False, markup=False)
+        if follow:  # each line as it comes, also into a pipe (`lambdaml logs -f hello | grep ...`)
+            console.file.flush()
 
 
 @command

@@ -130,6 +130,11 @@ class _CountingHandler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:
         type(self).requests.append(self.path)
+        if self.path.startswith("/redirect?to="):  # a server that sends its callers elsewhere
+            self.send_response(302)
+            self.send_header("Location", self.path.split("=", 1)[1])
+            self.end_headers()
+            return
         super().do_GET()
 
     def log_message(self, *args) -> None:  # keep test output quiet

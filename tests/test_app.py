@@ -1,5 +1,7 @@
 """The Serve application of an artifact: options from the spec and its placement, runtime_env."""
 
+import os
+
 import pytest
 from pydantic import ValidationError
 
@@ -45,23 +47,31 @@ def test_builder_args_are_validated():
         AppArgs.model_validate({"artifact": "s3://b/m/v", "secret": {}})
 
 
-def test_builder_deploys_a_stored_artifact_from_its_url_alone(deployed, cluster):
+def test_builder_deploys_a_stored_artifact_from_its_url_alone(deployed, cluster, monkeypatch):
     """What a Serve config file (import_path: lambdaml.app:build, args: {artifact: URL}) does."""
     from ray import serve
 
     from lambdaml.app import build
     from lambdaml.deploy import delete
 
-    @model(name="declared", cpu=0.1, min=1, env={"LMT_GREETING": "hej"})
+    token = "decl-" + os.urandom(8).hex()
+    monkeypatch.setenv("LMT_DECLARED_TOKEN", token)
+
+    @model(name="declared", cpu=0.1, min=1, env={"LMT_GREETING": "hej"}, secrets=["LMT_DECLARED_TOKEN"])
     def declared(name: str) -> str:
         import os
 
-        return f"{os.environ['LMT_GREETING']} {name}"
+        print("token", os.environ["LMT_DECLARED_TOKEN"])
+        return f"{os.environ['LMT_GREETING']} {name} {len(os.environ['LMT_DECLARED_TOKEN'])}"
 
     deployed(declared)
     artifact = next(v for v in lambdaml.versions("declared") if v.current)
     store = lambdaml.artifacts.ArtifactStore()
     delete("declared")
-    handle = serve.run(build({"artifact": store.artifact_url("declared", artifact.version)}), name="declared",
-                       route_prefix="/declared")
-    assert handle.predict.remote({"name": "ada"}).result()["prediction"]["output"] == "hej ada"
+    # No secret values in the args: the replica reads them from its own environment, as from a
+    # Kubernetes Secret. Here the builder's ``environment`` puts it there.
+    args = {"artifact": store.artifact_url("declared", artifact.version), "environment": {"LMT_DECLARED_TOKEN": token}}
+    handle = serve.run(build(args), name="declared", route_prefix="/declared")
+    prediction = handle.predict.remote({"name": "ada"}).result()["prediction"]
+    assert prediction["output"] == f"hej ada {len(token)}"
+    assert token not in prediction["logs"] and "token **********" in prediction["logs"]

@@ -135,3 +135,20 @@ def test_live_models_are_those_deployed_and_not_deleted_since(tmp_path):
     store.record_delete("back")
     store.record_deploy("back", store.current_version("back"))  # deployed again after its delete
     assert store.live_models() == ["back", "kept"]
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_a_bucket_store_keeps_versions_signatures_and_deploy_records(scheme, request):
+    """The same store on moto's S3 server and the GCS emulator, through fsspec (tests/conftest.py)."""
+    fs = request.getfixturevalue({"s3": "s3", "gs": "gcs"}[scheme])
+    root = f"{scheme}://lmt-bucket/artifact-store-test"
+    store = ArtifactStore(root)
+    saved = store.save(manifest(), b"code in a bucket")
+    assert store.save(manifest(), b"code in a bucket").version == saved.version  # kept once
+    url = store.artifact_url("m", saved.version)
+    assert url.startswith(f"{root}/m/") and load_code(url, load_manifest(url)) == b"code in a bucket"
+    store.record_deploy("m", saved.version)
+    assert store.current_version("m") == saved.version and store.live_models() == ["m"]
+    fs.pipe(f"lmt-bucket/artifact-store-test/m/{saved.version}/model.pkl", b"evil code")
+    with pytest.raises(ArtifactTampered, match="changed after lambdaml stored it"):
+        load_code(url, load_manifest(url))

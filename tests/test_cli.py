@@ -2,9 +2,12 @@
 
 import base64
 import os
+import queue
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import httpx
 import lambdaml
@@ -97,6 +100,24 @@ def test_ls_status_logs_and_schema(deployed_cli):
     assert code == 0 and "shouting" in output
     code, output = cli("schema", "cli-shout")
     assert code == 0 and "What to shout" in output and "integer" in output and ">= 1" in output  # times' limits
+
+
+def test_logs_follow_prints_lines_as_the_replica_writes_them(deployed_cli):
+    marker = "follow-" + os.urandom(4).hex()
+    follower = subprocess.Popen([sys.executable, "-m", "lambdaml.cli", "logs", "cli-shout", "--follow", "--tail", "1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(3)  # it has read the log's end: what it prints from now on was written after it started
+        assert cli("predict", "cli-shout", "-i", f"text={marker}")[0] == 0
+        lines = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()
+        deadline = time.monotonic() + 60
+        while marker not in (line := lines.get(timeout=max(0.1, deadline - time.monotonic()))):
+            assert time.monotonic() < deadline, line
+        assert f"shouting {marker}" in line and follower.poll() is None  # still following
+    finally:
+        follower.terminate()
+        follower.wait(10)
 
 
 def test_rollback_versions_and_delete(cluster, tmp_path):

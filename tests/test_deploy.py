@@ -52,6 +52,30 @@ def test_class_runs_setup_once_per_replica(deployed):
     assert second["calls"] == first["calls"] + 2 and first["pid"] == second["pid"] != os.getpid()
 
 
+def test_teardown_runs_when_a_replica_stops(cluster, tmp_path):
+    stopped = tmp_path / "torn-down"
+
+    @model(name="tidy", cpu=0.1, min=1)
+    class Tidy:
+        def setup(self) -> None:
+            self.pid = os.getpid()
+
+        def predict(self) -> int:
+            return self.pid
+
+        def teardown(self) -> None:
+            stopped.write_text(str(self.pid))  # this machine's disk: the replica runs here
+
+    Tidy.deploy()
+    pid = lambdaml.run("tidy", {})
+    Tidy.delete()
+    deadline = time.monotonic() + 60
+    while not stopped.exists():
+        assert time.monotonic() < deadline, "teardown() never ran"
+        time.sleep(0.25)
+    assert stopped.read_text() == str(pid)
+
+
 def test_failed_setup_is_reported_by_deploy_and_health_check(deployed):
     @model(name="broken-setup", cpu=0.1, min=1, max=1)
     class Broken:
@@ -141,23 +165,37 @@ def test_env_and_secrets_reach_replicas_but_no_listing_artifact_or_log(deployed,
     monkeypatch.setenv("LMT_API_TOKEN", secret)
 
     @model(name="secretive", cpu=0.1, min=1, env={"LMT_MODE": "strict"}, secrets=["LMT_API_TOKEN"])
-    def secretive() -> dict:
+    def secretive(fail: bool = False) -> dict:
         import os
 
         token = os.environ["LMT_API_TOKEN"]
         print("using token", token)
+        if fail:
+            raise PermissionError(f"the service refused token {token}")
+        print("secretive-done")  # once this line is in Ray's log files, the one before it is too
         return {"mode": os.environ["LMT_MODE"], "token_length": len(token)}
 
     deployment = deployed(secretive)
     prediction = lambdaml.create_prediction("secretive", {})
     assert prediction["output"] == {"mode": "strict", "token_length": len(secret)}
     assert "using token **********" in prediction["logs"]
-    shown = [str(app_status("secretive")), str(lambdaml.versions("secretive")), str(deployment), str(prediction)]
+    failed = lambdaml.create_prediction("secretive", {"fail": True})
+    assert failed["status"] == "failed" and "refused token **********" in failed["error"]
+    shown = [str(app_status("secretive")), str(lambdaml.versions("secretive")), str(deployment), str(prediction),
+             str(failed)]
     assert all(secret not in text for text in shown)
     store = Path(os.environ["LAMBDAML_ARTIFACTS"]) / "secretive"
     assert all(secret.encode() not in path.read_bytes() for path in store.rglob("*") if path.is_file())
     ray_logs = Path(cluster.temp_dir, "ray", "session_latest", "logs")
-    assert all(secret.encode() not in path.read_bytes() for path in ray_logs.rglob("*") if path.is_file())
+
+    def logged(text: bytes) -> bool:
+        return any(text in path.read_bytes() for path in ray_logs.rglob("*") if path.is_file())
+
+    deadline = time.monotonic() + 60
+    while not logged(b"secretive-done"):
+        assert time.monotonic() < deadline, "the replica's output never reached Ray's log files"
+        time.sleep(1)
+    assert logged(b"using token **********") and not logged(secret.encode())
 
 
 def test_a_package_the_cluster_lacks_is_installed_through_runtime_env(deployed):

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 import lambdaml
 from lambdaml import Input, Path, model
 from lambdaml import _weights
+from lambdaml._urls import RefusedURL
 from lambdaml.serve.transfer import FetchError, OutputError, fetch, upload_outputs
 
 PNG = base64.b64decode(
@@ -66,6 +67,15 @@ def test_fetch_failures_say_what_is_wrong(stored, s3, tmp_path, monkeypatch):
             fetch(stored[kind], tmp_path)
 
 
+def test_a_redirect_to_an_internal_address_is_refused_before_it_is_followed(stored, http_files, tmp_path):
+    _, base, requests = http_files
+    assert fetch(f"{base}/redirect?to=/pixel.png", tmp_path).read_bytes() == PNG  # an allowed host: followed
+    for target in ("http://169.254.169.254/latest/meta-data/", "http://100.100.100.200/", "file:///etc/passwd"):
+        with pytest.raises(RefusedURL, match="internal address|local path"):
+            fetch(f"{base}/redirect?to={target}", tmp_path)
+    assert sum(path.startswith("/redirect?to=") for path in requests) >= 4  # each was asked, then refused
+
+
 def test_outputs_are_uploaded_inline_or_refused(s3, gcs, tmp_path, monkeypatch):
     class Result(BaseModel):
         image: Path
@@ -81,7 +91,9 @@ def test_outputs_are_uploaded_inline_or_refused(s3, gcs, tmp_path, monkeypatch):
     assert gcs.cat("lmt-bucket/out/pred-2/out.png") == PNG
     assert upload_outputs(Path(picture), "pred-3", None) == "data:image/png;base64," + base64.b64encode(PNG).decode()
     monkeypatch.setenv("LAMBDAML_PRESIGN_SECONDS", "600")
-    assert upload_outputs(Path(picture), "pred-4", "s3://lmt-bucket/out").startswith("http://127.0.0.1:")
+    presigned = upload_outputs(Path(picture), "pred-4", "s3://lmt-bucket/out")
+    assert presigned.startswith("http://127.0.0.1:") and "Signature=" in presigned
+    assert httpx.get(presigned, timeout=30).content == PNG  # anyone with the URL, no credentials
     monkeypatch.setenv("LAMBDAML_INLINE_MAX_BYTES", "10")
     with pytest.raises(OutputError, match="too big to return inline .* LAMBDAML_OUTPUT_URL=s3://"):
         upload_outputs(Path(picture), "pred-5", None)
@@ -197,6 +209,19 @@ def test_local_files_are_sent_by_run_and_remote(file_models, tmp_path):
     picture.write_bytes(PNG)
     assert lambdaml.run("file-probe", input={"image": str(picture)})["sizes"] == [len(PNG)]
     assert file_probe.remote(image=picture, extras=[picture])["sizes"] == [len(PNG)] * 2
+
+
+def test_a_local_file_over_the_inline_limit_is_staged_once_in_the_output_location(file_models, s3, tmp_path,
+                                                                                 monkeypatch):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(2 * 1024 * 1024 + 1))  # over the 1 MiB inline limit
+    monkeypatch.setenv("LAMBDAML_OUTPUT_URL", "s3://lmt-bucket/results")  # file-probe may read its output location
+    assert lambdaml.run("file-probe", input={"image": str(big)})["sizes"] == [big.stat().st_size]
+    staged = s3.glob("lmt-bucket/results/staging/*/big.bin")
+    assert len(staged) == 1 and s3.cat(staged[0]) == big.read_bytes()
+    monkeypatch.delenv("LAMBDAML_OUTPUT_URL")
+    with pytest.raises(ValueError, match="larger than 1.0 MiB.*LAMBDAML_OUTPUT_URL"):
+        lambdaml.run("file-probe", input={"image": str(big)})
 
 
 def test_storage_credentials_reach_replicas_but_not_logs(deployed, s3):

@@ -100,18 +100,16 @@ def test_a_busy_python_loop_is_interrupted_and_its_thread_runs_the_next_job(monk
         runner = SyncRunner("t")
         job = runner.start(_spin, {"started": started})
         assert await asyncio.to_thread(started.wait, 10) and job.running and not job.finished
-        begin = time.monotonic()
         job.cancel()
-        with pytest.raises(Interrupted):
-            await asyncio.wait_for(job.wait(), 1)
-        elapsed = time.monotonic() - begin
+        with pytest.raises(Interrupted):  # a loop that ignored the interrupt would time out instead
+            await asyncio.wait_for(job.wait(), 10)
         assert job.finished and not job.running
         job.cancel()  # finished: nothing happens
         next_job = runner.start(threading.get_ident, {})
-        return elapsed, runner._threads, await next_job.wait(), next_job.finished
+        return runner._threads, await next_job.wait(), next_job.finished
 
-    elapsed, threads, _, finished = asyncio.run(main())
-    assert elapsed < 1 and threads == 1 and finished and not deaths
+    threads, _, finished = asyncio.run(main())
+    assert threads == 1 and finished and not deaths
 
 
 def test_a_job_cancelled_before_its_thread_picks_it_up_never_runs():
