@@ -172,3 +172,55 @@ def test_the_cluster_folder_is_private_and_another_users_is_refused(tmp_path, mo
     monkeypatch.setenv("LAMBDAML_TEMP_DIR", str(theirs))
     with pytest.raises(ClusterError, match="belongs to another user"):
         lambdaml_cluster.start()
+
+
+_OTHER_SETTINGS_PROBE = '''
+import json, os, subprocess, time
+import httpx
+from lambdaml import cluster, model
+from lambdaml.cluster.ray_internals import raylet_stub, unclaimed_workers
+from lambdaml.deploy import app_status
+
+@model(name="other-settings", cpu=0.1, min=0, max=1, scaledown_after=1)
+def where() -> int:
+    return os.getpid()
+
+info = cluster.connect()  # starts this process's own cluster, with the settings of its environment
+try:
+    where.deploy()
+    processes = subprocess.run(["ps", "-eo", "comm=,args="], capture_output=True, text=True).stdout.splitlines()
+    rounds = []
+    for _ in range(2):
+        deadline = time.monotonic() + 60
+        while app_status("other-settings")["replicas"] and time.monotonic() < deadline:
+            time.sleep(0.25)
+        time.sleep(5)  # time enough for a keeper to top its pool up (tests/test_warm_workers.py waits for it)
+        ready = list(unclaimed_workers(raylet_stub()))
+        answer = httpx.post(f"{info.http_url}/other-settings/predictions", json={"input": {}}, timeout=120)
+        rounds.append({"ready": ready, "status": answer.status_code, "pid": answer.json().get("output")})
+    haproxy = [p for p in processes if p.startswith("haproxy") and os.environ["LAMBDAML_TEMP_DIR"] in p]
+    print(json.dumps({"haproxy": haproxy, "rounds": rounds}))
+finally:
+    cluster.shutdown()
+'''
+
+
+def test_a_cluster_with_the_python_proxy_and_no_warm_workers(cluster, tmp_path):
+    """LAMBDAML_INGRESS=python and LAMBDAML_WARM_WORKERS=0, on one second cluster to pay for one start.
+
+    With the keeper off, nothing is left ready after a scale to zero: the control run of
+    tests/test_warm_workers.py, where a ready worker is always there.
+    """
+    from lambdaml.cluster.head import free_port
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(_OTHER_SETTINGS_PROBE)
+    env = {**os.environ, "LAMBDAML_INGRESS": "python", "LAMBDAML_WARM_WORKERS": "0",
+           "LAMBDAML_TEMP_DIR": f"/tmp/lmt-other-{free_port()}", "LAMBDAML_DATABASE_URL": f"sqlite:///{tmp_path}/records.db"}
+    env.update({name: str(free_port()) for name in ("LAMBDAML_RAY_PORT", "LAMBDAML_HTTP_PORT", "LAMBDAML_DASHBOARD_PORT")})
+    result = subprocess.run([sys.executable, str(probe)], env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["haproxy"] == []  # Ray's Python proxy answers instead
+    assert [r["status"] for r in report["rounds"]] == [200, 200]
+    assert all(r["ready"] == [] and r["pid"] for r in report["rounds"])

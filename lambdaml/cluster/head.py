@@ -172,6 +172,8 @@ def _head_environment(settings: ClusterSettings) -> dict[str, str]:
         env.update(haproxy_driver_environment())
         env["LAMBDAML_REAL_HAPROXY"] = _real_haproxy_binary()
         env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(_install_haproxy_wrapper(haproxy_dir))
+    else:  # said, not left out: a shell that connected to a HAProxy cluster before has them set to 1
+        env.update({name: "0" for name in haproxy_driver_environment()})
     return env
 
 
