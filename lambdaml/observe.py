@@ -8,6 +8,7 @@ Ray's state API for logs, and the artifact store for versions. The CLI's
 
 from __future__ import annotations
 
+import itertools
 import queue
 import re
 import threading
@@ -184,13 +185,46 @@ def status(name: str) -> dict[str, Any]:
     return {"model": model, "pending": pending, "errors": errors}
 
 
+STOPPED_REPLICAS_SHOWN = 3  # with none running, `logs` shows the replicas that stopped last
+_LOG_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}")  # Serve's log lines start with one
+
+
 def logs(name: str, follow: bool = False, tail: int = 100) -> Iterator[str]:
-    """Lines of the model's replica logs (Ray's state API), each prefixed with its replica id."""
+    """Lines of the model's replica logs (Ray's state API), each prefixed with its replica id.
+
+    With no replica running (scaled to zero, or stopped after a failure), the logs of the
+    replicas that stopped last: Ray keeps their files on their nodes.
+    """
     model = model_info(name)
     replicas = [r for r in model.replicas if r.node_id and r.log_file]
-    if not replicas:
-        raise NotDeployedError(f"{name!r} has no running replicas, so there are no replica logs to show.")
-    return read_logs(replicas, follow, tail)
+    if replicas:
+        return read_logs(replicas, follow, tail)
+    stopped = _stopped_replicas(name)
+    if not stopped:
+        raise NotDeployedError(f"{name!r} has no running replicas, and Ray has no logs of stopped ones.")
+    note = (f"({name} has no running replica: these are the logs of the {len(stopped)} that stopped last; "
+            "they end when the replica stopped)")
+    return itertools.chain([note], read_logs(stopped, False, tail))
+
+
+def _stopped_replicas(name: str) -> list[ReplicaInfo]:
+    """Stopped replicas of ``name`` with log files on a live node, the last to write first."""
+    import ray
+    from ray.util.state import get_log, list_logs
+
+    address = ray.get_runtime_context().gcs_address
+    found: list[tuple[str, ReplicaInfo]] = []
+    for node_id in [node["NodeID"] for node in ray.nodes() if node["Alive"]]:
+        # Serve names them serve/replica_{app}_{deployment}_{replica id}.log; lambdaml's app and deployment are the model.
+        listed = list_logs(address=address, node_id=node_id, glob_filter=f"serve/replica_{name}_{name}_*.log")
+        for file in [f for files in listed.values() for f in files][:30]:
+            path = file if file.startswith("serve/") else f"serve/{file}"
+            ending = "".join(get_log(address=address, node_id=node_id, filename=path, tail=20))
+            last = max(_LOG_TIME.findall(ending), default="")
+            replica_id = path.rsplit("_", 1)[1].removesuffix(".log")
+            found.append((last, ReplicaInfo(id=replica_id, state="STOPPED", node_id=node_id, log_file=path)))
+    found.sort(key=lambda item: item[0], reverse=True)
+    return [replica for _, replica in found[:STOPPED_REPLICAS_SHOWN]]
 
 
 def read_logs(replicas: list[ReplicaInfo], follow: bool = False, tail: int = 100) -> Iterator[str]:

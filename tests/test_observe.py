@@ -47,6 +47,24 @@ def test_listing_and_logs_of_a_deployed_model(deployed):
         time.sleep(0.5)
 
 
+def test_logs_of_a_model_scaled_to_zero_are_those_of_its_last_replicas(deployed):
+    @model(name="napper", cpu=0.1, min=0, max=1, scaledown_after=1)
+    def napper(text: str) -> str:
+        print("napper says", text)
+        return text
+
+    deployed(napper)
+    lambdaml.run("napper", {"text": "before the nap"})
+    deadline = time.monotonic() + 60
+    while lambdaml.deploy.app_status("napper")["replicas"]:
+        assert time.monotonic() < deadline, "napper never scaled to zero"
+        time.sleep(0.5)
+    lines = list(observe.logs("napper", tail=50))
+    assert lines[0].startswith("(napper has no running replica: these are the logs of the 1 that stopped last")
+    assert any(line.endswith("napper says before the nap") for line in lines[1:]), lines
+    assert not [line for line in lines if line.endswith("] ")], lines  # a print is one line, not a line and an empty one
+
+
 def test_a_log_that_cannot_be_read_is_an_error_not_silence(deployed):
     @model(name="quiet", cpu=0.1, min=1)
     def quiet() -> int:

@@ -123,6 +123,8 @@ class _ServePrintFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         _capture_record(record)
+        if isinstance(record.msg, str) and record.msg.endswith("\n") and not record.args:
+            record.msg = record.msg[:-1]  # Serve's print keeps end="\n": one line in the log file, not two
         return True
 
 
@@ -168,12 +170,17 @@ def flush_serve_logs_every(seconds: float) -> None:
     def flush_forever() -> None:
         while True:
             time.sleep(seconds)
-            for handler in logging.getLogger(_SERVE_LOGGER).handlers:
-                if isinstance(handler, logging.handlers.MemoryHandler):
-                    handler.flush()
+            flush_serve_logs()
 
     _flusher = threading.Thread(target=flush_forever, name="lambdaml-log-flush", daemon=True)
     _flusher.start()
 
 
 _flusher: threading.Thread | None = None
+
+
+def flush_serve_logs() -> None:
+    """Write Serve's buffered records to the replica's log file now (also as the replica stops)."""
+    for handler in logging.getLogger(_SERVE_LOGGER).handlers:
+        if isinstance(handler, logging.handlers.MemoryHandler):
+            handler.flush()

@@ -29,7 +29,7 @@ from lambdaml._http import (
     BodyTooLarge, base_url, cancel_after, error_response, hold_seconds, invalid_response, json_response, location,
     method_not_allowed, read_body, too_large_response,
 )
-from lambdaml.serve.log_capture import flush_serve_logs_every
+from lambdaml.serve.log_capture import flush_serve_logs, flush_serve_logs_every
 from lambdaml._settings import CONTROL_APP, SHUTDOWN_WAIT_S, cancel_grace, max_request_bytes, sync_wait
 from lambdaml.serve.streams import sse
 from lambdaml.artifacts import load_code, load_manifest
@@ -385,6 +385,7 @@ class ModelServer:
         runtime = getattr(self, "runtime", None)
         if runtime is not None:
             runtime.teardown()
+        flush_serve_logs()  # the last second's lines, which the flusher would write too late
 
 
 async def _drain(tracker: Tracker, wait: float) -> None:
