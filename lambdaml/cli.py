@@ -26,8 +26,28 @@ from lambdaml.cluster.head import auth_token_path
 from lambdaml.cluster.node_types import Simulation, publish, read_cluster_yaml
 from lambdaml.errors import ClusterError, InputError, LambdamlError
 
+class _UntypedFlags:
+    """typer 0.29 labels every flag ``<bool>`` in ``--help``; a flag takes no value, so it gets no label."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_UntypedFlags, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_UntypedFlags, typer.core.TyperGroup):
+    pass
+
+
 app = typer.Typer(
     help="Serve ML models on Ray: deploy a @model file, call it, watch it.",
+    cls=_Group,
     no_args_is_help=True,
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
@@ -64,11 +84,11 @@ def _guarded(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def command(function: Callable[..., Any]) -> Callable[..., Any]:
     """Register a top-level command (see ``_guarded``)."""
-    return app.command()(_guarded(function))
+    return app.command(cls=_Command)(_guarded(function))
 
 
-predictions_app = typer.Typer(help="Recorded predictions: list, show, follow, cancel.", no_args_is_help=True)
-webhooks_app = typer.Typer(help="Webhook deliveries: the signing secret.", no_args_is_help=True)
+predictions_app = typer.Typer(help="Recorded predictions: list, show, follow, cancel.", cls=_Group, no_args_is_help=True)
+webhooks_app = typer.Typer(help="Webhook deliveries: the signing secret.", cls=_Group, no_args_is_help=True)
 app.add_typer(predictions_app, name="predictions")
 app.add_typer(webhooks_app, name="webhooks")
 
@@ -173,7 +193,7 @@ def predict(
     _cli_predictions.report(prediction, console, errors, as_json, logs_shown=False)
 
 
-@predictions_app.command("ls")
+@predictions_app.command("ls", cls=_Command)
 @_guarded
 def predictions_ls(
     name: Optional[str] = typer.Argument(None, help="Only this model's predictions."),
@@ -188,7 +208,7 @@ def predictions_ls(
     console.print(_cli_predictions.table(rows) if rows else "No predictions recorded yet.")
 
 
-@predictions_app.command("show")
+@predictions_app.command("show", cls=_Command)
 @_guarded
 def predictions_show(
     prediction_id: str = typer.Argument(..., metavar="ID", help="The prediction's id."),
@@ -207,7 +227,7 @@ def predictions_show(
     _cli_predictions.report(prediction, console, errors, as_json=False, logs_shown=True)
 
 
-@predictions_app.command("cancel")
+@predictions_app.command("cancel", cls=_Command)
 @_guarded
 def predictions_cancel(prediction_id: str = typer.Argument(..., metavar="ID", help="The prediction's id.")) -> None:
     """Cancel a prediction (a queued one never runs) and wait for it to stop.
@@ -218,7 +238,7 @@ def predictions_cancel(prediction_id: str = typer.Argument(..., metavar="ID", he
     console.print(_cli_predictions.cancel(prediction_id, errors), highlight=False)
 
 
-@webhooks_app.command("secret")
+@webhooks_app.command("secret", cls=_Command)
 @_guarded
 def webhooks_secret() -> None:
     """Print the key webhook deliveries are signed with (Standard Webhooks).

@@ -167,6 +167,8 @@ def test_every_command_has_help_with_an_example():
                     "dashboard", "versions"):
         code, output = cli(command, "--help")
         assert code == 0 and "Example" in output, command
+        assert "<bool>" not in output, command  # a flag takes no value: no type shown
+    assert "<bool>" not in cli("--help")[1] and "<bool>" not in cli("predictions", "show", "--help")[1]
 
 
 def test_real_subprocess_deploys_and_predicts(cluster, tmp_path):
