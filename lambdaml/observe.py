@@ -186,6 +186,7 @@ def status(name: str) -> dict[str, Any]:
 
 
 STOPPED_REPLICAS_SHOWN = 3  # with none running, `logs` shows the replicas that stopped last
+_STOPPED_REPLICAS_READ = 30  # per node, to find those: one short read each, however long the model has run
 _LOG_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}")  # Serve's log lines start with one
 
 
@@ -217,8 +218,7 @@ def _stopped_replicas(name: str) -> list[ReplicaInfo]:
     for node_id in [node["NodeID"] for node in ray.nodes() if node["Alive"]]:
         # Serve names them serve/replica_{app}_{deployment}_{replica id}.log; lambdaml's app and deployment are the model.
         listed = list_logs(address=address, node_id=node_id, glob_filter=f"serve/replica_{name}_{name}_*.log")
-        for file in [f for files in listed.values() for f in files][:30]:
-            path = file if file.startswith("serve/") else f"serve/{file}"
+        for path in [f for files in listed.values() for f in files][:_STOPPED_REPLICAS_READ]:
             ending = "".join(get_log(address=address, node_id=node_id, filename=path, tail=20))
             last = max(_LOG_TIME.findall(ending), default="")
             replica_id = path.rsplit("_", 1)[1].removesuffix(".log")

@@ -155,6 +155,13 @@ def capture(secrets: list[str] | None = None) -> _Capture:
     return _Capture(secrets or [])
 
 
+def flush_serve_logs() -> None:
+    """Write Serve's buffered records to the replica's log file now (also as the replica stops)."""
+    for handler in logging.getLogger(_SERVE_LOGGER).handlers:
+        if isinstance(handler, logging.handlers.MemoryHandler):
+            handler.flush()
+
+
 def flush_serve_logs_every(seconds: float) -> None:
     """Flush Ray Serve's buffered replica log every ``seconds`` (idempotent).
 
@@ -177,10 +184,3 @@ def flush_serve_logs_every(seconds: float) -> None:
 
 
 _flusher: threading.Thread | None = None
-
-
-def flush_serve_logs() -> None:
-    """Write Serve's buffered records to the replica's log file now (also as the replica stops)."""
-    for handler in logging.getLogger(_SERVE_LOGGER).handlers:
-        if isinstance(handler, logging.handlers.MemoryHandler):
-            handler.flush()
