@@ -230,7 +230,7 @@ def _stopped_replicas(name: str) -> list[ReplicaInfo]:
 def read_logs(replicas: list[ReplicaInfo], follow: bool = False, tail: int = 100) -> Iterator[str]:
     """Each replica's log read in a thread of its own (``follow`` never ends), merged as lines arrive."""
     import ray
-    from ray.util.state import get_log
+    from ray.util.state import get_log, list_logs
 
     # This cluster's address, said explicitly: with none, Ray refuses when a second
     # Ray cluster runs on the machine ("Found multiple active Ray instances").
@@ -240,9 +240,16 @@ def read_logs(replicas: list[ReplicaInfo], follow: bool = False, tail: int = 100
     def read(replica: ReplicaInfo) -> None:
         try:
             log_file = replica.log_file.lstrip("/")
+            read_any = False
             for chunk in get_log(address=address, node_id=replica.node_id, filename=log_file, tail=tail, follow=follow):
+                read_any = True
                 for line in chunk.splitlines():
                     lines.put(f"[{replica.id}] {line}")
+            # Ray 2.60 sometimes answers a missing file with an empty 200 (its agent's
+            # "not found" travels in gRPC initial metadata, which a trailers-only reply
+            # drops): an empty read is checked against the node's listing.
+            if not read_any and not list_logs(address=address, node_id=replica.node_id, glob_filter=log_file):
+                raise FileNotFoundError(f"the node has no file {log_file}")
         except Exception as exc:  # handed to the caller, not lost with this thread
             lines.put(ClusterError(f"Could not read the log of replica {replica.id}: {exc}"))
         finally:
