@@ -18,6 +18,10 @@ def run_child(script: str, args: list[str], env_overrides: dict[str, str], label
     env = dict(os.environ)
     env.update(env_overrides)
     env.setdefault("LAMBDAML_ARTIFACTS", f"{env_overrides['LAMBDAML_TEMP_DIR']}/artifacts")
+    # Records (and API tokens) of a run of its own, not the user's ~/.lambdaml/records.db.
+    records = Path(env_overrides["LAMBDAML_TEMP_DIR"]) / "records.db"
+    records.unlink(missing_ok=True)
+    env.setdefault("LAMBDAML_DATABASE_URL", f"sqlite:///{records}")
     for variable in ("LAMBDAML_ADDRESS", "RAY_ADDRESS", "LAMBDAML_URL"):
         env.pop(variable, None)
     command = [sys.executable, script, "--child", *args]

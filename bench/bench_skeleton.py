@@ -10,7 +10,10 @@ cluster of its own and measures, on the same trivial function:
 * cold start from zero replicas: lambdaml's defaults, and a bare Serve
   deployment with Ray's default autoscaling timings (on the same cluster).
 
-Usage: ``python bench/bench_skeleton.py [--quick]``. Prints a Markdown table and
+With ``--auth`` an API token is made first, so lambdaml checks every request's
+``Authorization`` header (all servers are sent it; the bare ones ignore it).
+
+Usage: ``python bench/bench_skeleton.py [--quick] [--auth]``. Prints a Markdown table and
 writes ``bench/results/skeleton.json``. Numbers are medians of the rounds run.
 """
 
@@ -42,13 +45,13 @@ async def async_echo(x: int = 1) -> int:
 # ------------------------------------------------------------------ measuring
 
 
-def latencies(urls: dict[str, str], body: dict, count: int) -> dict[str, list[float]]:
+def latencies(urls: dict[str, str], body: dict, count: int, headers: dict[str, str]) -> dict[str, list[float]]:
     """Sequential requests to every server in turn (order alternating), each over its own keep-alive connection.
 
     Interleaving request by request means a machine whose speed drifts (a shared VM)
     slows every server alike; measuring one server's block after another's did not.
     """
-    clients = {name: httpx.Client(timeout=30) for name in urls}
+    clients = {name: httpx.Client(timeout=30, headers=headers) for name in urls}
     try:
         for name, client in clients.items():
             for _ in range(20):  # warm the connection and the replica
@@ -67,12 +70,12 @@ def latencies(urls: dict[str, str], body: dict, count: int) -> dict[str, list[fl
             client.close()
 
 
-def throughput(url: str, body: dict, seconds: float) -> float:
+def throughput(url: str, body: dict, seconds: float, headers: dict[str, str]) -> float:
     done = [0] * CLIENTS
     stop = time.perf_counter() + seconds
 
     def client_loop(index: int) -> None:
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, headers=headers) as client:
             while time.perf_counter() < stop:
                 if client.post(url, json=body).status_code == 200:
                     done[index] += 1
@@ -93,10 +96,10 @@ def wait_for_zero(replica_count, timeout: float = 180) -> None:
         raise RuntimeError("the deployment did not scale to zero")
 
 
-def cold_start(url: str, body: dict, replica_count) -> float:
+def cold_start(url: str, body: dict, replica_count, headers: dict[str, str]) -> float:
     wait_for_zero(replica_count)
     started = time.perf_counter()
-    response = httpx.post(url, json=body, timeout=120)
+    response = httpx.post(url, json=body, timeout=120, headers=headers)
     assert response.status_code == 200, response.text
     return time.perf_counter() - started
 
@@ -104,11 +107,11 @@ def cold_start(url: str, body: dict, replica_count) -> float:
 # ------------------------------------------------------------------ one ingress mode
 
 
-def measure(quick: bool) -> dict:
+def measure(quick: bool, auth: bool) -> dict:
     from ray import serve
     from starlette.requests import Request
 
-    from lambdaml import model
+    from lambdaml import model, tokens
     from lambdaml.cluster import connect
     from lambdaml.deploy import app_status
 
@@ -119,6 +122,7 @@ def measure(quick: bool) -> dict:
     lambdaml_sync = model(name="bench-lambdaml-sync", cpu=0.5, min=1, max=1, concurrency=CLIENTS)(echo)
     lambdaml_async.deploy()
     lambdaml_sync.deploy()
+    headers = {"Authorization": f"Bearer {tokens.create('bench', 'predict')[1]}"} if auth else {}
 
     @serve.deployment(name="bench-bare", num_replicas=1, max_ongoing_requests=CLIENTS, ray_actor_options={"num_cpus": 0.5})
     class Bare:
@@ -147,13 +151,13 @@ def measure(quick: bool) -> dict:
     rounds, count, seconds = (1, 300, 3) if quick else (5, 1000, 5)
     warm: dict[str, dict[str, list[float]]] = {name: {"p50": [], "p99": [], "rps": []} for name in urls}
     for round_index in range(rounds):
-        for name, samples in latencies(urls, body, count).items():
+        for name, samples in latencies(urls, body, count, headers).items():
             samples.sort()
             warm[name]["p50"].append(samples[len(samples) // 2] * 1000)
             warm[name]["p99"].append(samples[int(len(samples) * 0.99)] * 1000)
         names = list(urls)
         for name in names[round_index % len(names) :] + names[: round_index % len(names)]:  # rotate who goes first
-            warm[name]["rps"].append(throughput(urls[name], body, seconds))
+            warm[name]["rps"].append(throughput(urls[name], body, seconds, headers))
     result = {name: {k: statistics.median(v) for k, v in m.items()} for name, m in warm.items()}
     # Paired ratios: within a round the servers' requests are interleaved (see latencies).
     pairs = {"lambdaml_async": ("lambdaml_async", "bare"), "lambdaml_sync": ("lambdaml_sync", "bare"),
@@ -185,11 +189,11 @@ def measure(quick: bool) -> dict:
     cold_rounds = 2 if quick else 5
     result["cold_start_s"] = {
         "lambdaml": statistics.median(
-            cold_start(f"{info.http_url}/bench-cold/predictions", body, lambda: app_status("bench-cold")["replicas"])
+            cold_start(f"{info.http_url}/bench-cold/predictions", body, lambda: app_status("bench-cold")["replicas"], headers)
             for _ in range(cold_rounds)
         ),
         "ray_defaults": statistics.median(
-            cold_start(f"{info.http_url}/bench-cold-ray", body, lambda: app_status("bench-cold-ray")["replicas"])
+            cold_start(f"{info.http_url}/bench-cold-ray", body, lambda: app_status("bench-cold-ray")["replicas"], headers)
             for _ in range(2 if quick else 3)
         ),
     }
@@ -201,7 +205,7 @@ def measure(quick: bool) -> dict:
 # ------------------------------------------------------------------ driver
 
 
-def run_mode(ingress: str, quick: bool) -> dict:
+def run_mode(ingress: str, quick: bool, auth: bool) -> dict:
     """Measure one ingress mode in a child process with a cluster of its own."""
     overrides = {
         "LAMBDAML_INGRESS": ingress,
@@ -210,7 +214,8 @@ def run_mode(ingress: str, quick: bool) -> dict:
         "LAMBDAML_HTTP_PORT": "8090",
         "LAMBDAML_DASHBOARD_PORT": "8290",
     }
-    return run_child(__file__, ["--quick"] if quick else [], overrides, f"{ingress} run")
+    flags = ["--quick"] * quick + ["--auth"] * auth
+    return run_child(__file__, flags, overrides, f"{ingress} run")
 
 
 def report(results: dict) -> str:
@@ -241,16 +246,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
     parser.add_argument("--ingress", choices=["haproxy", "python"], action="append", help="only this mode (repeatable)")
+    parser.add_argument("--auth", action="store_true", help="make an API token first: every lambdaml request is checked")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.quick)))
+        print(json.dumps(measure(args.quick, args.auth)))
         return
-    results = {ingress: run_mode(ingress, args.quick) for ingress in args.ingress or ("haproxy", "python")}
+    results = {ingress: run_mode(ingress, args.quick, args.auth) for ingress in args.ingress or ("haproxy", "python")}
     RESULTS.mkdir(exist_ok=True)
-    name = "skeleton.json" if not args.ingress else f"skeleton-{'-'.join(args.ingress)}.json"
-    (RESULTS / name).write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
-    print(f"Machine: {machine()}\n")
+    name = "skeleton" + "".join(f"-{ingress}" for ingress in args.ingress or ()) + "-auth" * args.auth + ".json"
+    (RESULTS / name).write_text(json.dumps({"machine": machine(), "auth": args.auth, "results": results}, indent=2))
+    print(f"Machine: {machine()}{', with an API token on every request' * args.auth}\n")
     print(report(results))
 
 

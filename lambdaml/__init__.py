@@ -15,6 +15,7 @@ from lambdaml.client import create_prediction, run
 from lambdaml.cluster import shutdown
 from lambdaml.deploy import Deployment, rollback, versions
 from lambdaml.errors import (
+    AuthError,
     ClusterError,
     ConfigError,
     DeployError,
@@ -31,6 +32,7 @@ from lambdaml.inputs import Input, Secret
 from lambdaml.model import Model, model
 
 __all__ = [
+    "AuthError",
     "ClusterError",
     "ConfigError",
     "DeployError",

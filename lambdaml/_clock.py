@@ -26,5 +26,10 @@ def now() -> str:
 
 def after(seconds: float) -> str:
     """The UTC time ``seconds`` from now, formatted as ``now()`` does (a prediction's deadline)."""
-    second, micro = divmod((time.time_ns() // 1000) + round(seconds * 1_000_000), 1_000_000)
+    return at(time.time() + seconds)
+
+
+def at(timestamp: float) -> str:
+    """A Unix timestamp formatted as ``now()`` does."""
+    second, micro = divmod(round(timestamp * 1_000_000), 1_000_000)
     return f"{_utc_second(second)}.{micro:06d}+00:00"

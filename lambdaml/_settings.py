@@ -122,6 +122,14 @@ def cancel_grace() -> float:
     return _seconds("LAMBDAML_CANCEL_GRACE", 10.0)
 
 
+def auth_required() -> bool:
+    """``LAMBDAML_AUTH=required``: every request needs a token, even before one exists (unset: once one exists)."""
+    raw = (os.environ.get("LAMBDAML_AUTH") or "").strip().lower()
+    if raw not in ("", "required"):
+        raise ValueError(f"LAMBDAML_AUTH must be 'required' or unset, got {raw!r}")
+    return raw == "required"
+
+
 def retention() -> float:
     """How long a record keeps its input, output and logs: ``LAMBDAML_RETENTION`` (``7d``; ``12h``, ``3600``...)."""
     raw = os.environ.get("LAMBDAML_RETENTION") or "7d"

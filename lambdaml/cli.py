@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lambdaml import _cli_io, _cli_predictions, client, cluster, observe, predictions
+from lambdaml import _cli_io, _cli_predictions, client, cluster, observe, predictions, tokens
 from lambdaml._settings import cluster_settings
 from lambdaml.cluster.head import auth_token_path
 from lambdaml.cluster.node_types import Simulation, publish, read_cluster_yaml
@@ -91,6 +91,8 @@ predictions_app = typer.Typer(help="Recorded predictions: list, show, follow, ca
 webhooks_app = typer.Typer(help="Webhook deliveries: the signing secret.", cls=_Group, no_args_is_help=True)
 app.add_typer(predictions_app, name="predictions")
 app.add_typer(webhooks_app, name="webhooks")
+tokens_app = typer.Typer(help="API tokens: create, list, revoke.", cls=_Group, no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
 
 
 @app.callback()
@@ -129,16 +131,20 @@ def _openapi(name: str) -> dict[str, Any]:
 def deploy(
     target: str = typer.Argument(..., help="A Python file with @model definitions, optionally `file.py:object`."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to deploy to."),
+    public: bool = typer.Option(False, "--public", help="Let callers without a token run it (as @model(visibility='public'))."),
 ) -> None:
     """Deploy every @model in a file (or the one named).
 
-    Example: `lambdaml deploy examples/hello.py` or `lambdaml deploy models.py:captioner`
+    Example: `lambdaml deploy examples/hello.py` or `lambdaml deploy models.py:captioner --public`
     """
     from lambdaml.deploy import deploy as deploy_model
+    from lambdaml.model import Model
 
     if address:
         os.environ["LAMBDAML_ADDRESS"] = address
     models = _cli_io.load_models(target)
+    if public:
+        models = [Model(model.target, model.spec.model_copy(update={"visibility": "public"})) for model in models]
     results = []
     for model in models:
         with console.status(f"[bold]{model.name}[/]: connecting to the cluster") as status:
@@ -198,13 +204,14 @@ def predict(
 def predictions_ls(
     name: Optional[str] = typer.Argument(None, help="Only this model's predictions."),
     limit: int = typer.Option(20, "--limit", "-n", help="How many to show, newest first."),
+    token: Optional[str] = typer.Option(None, "--token", help="Only those created with this token (its id, from `tokens ls`)."),
 ) -> None:
     """List recorded predictions, newest first: id, model, status, created, predict time.
 
-    Example: `lambdaml predictions ls` or `lambdaml predictions ls hello -n 50`
+    Example: `lambdaml predictions ls` or `lambdaml predictions ls hello -n 50 --token 3f9a0c1b2d4e`
     """
     _http_base()
-    rows = list(itertools.islice(predictions.list(name), limit))
+    rows = list(itertools.islice(predictions.list(name, token), limit))
     console.print(_cli_predictions.table(rows) if rows else "No predictions recorded yet.")
 
 
@@ -247,6 +254,57 @@ def webhooks_secret() -> None:
     """
     _http_base()
     typer.echo(predictions.webhook_secret())
+
+
+@tokens_app.command("create", cls=_Command)
+@_guarded
+def tokens_create(
+    name: str = typer.Option("", "--name", help="What the token is for, shown by `tokens ls`."),
+    role: str = typer.Option("predict", "--role", help="predict (run models, see its own predictions) or admin (everything)."),
+) -> None:
+    """Make an API token and print it (once: only its hash is kept). From then on the API needs a token.
+
+    Example: `lambdaml tokens create --name ci --role predict`
+    """
+    row, token = tokens.create(name, role)
+    typer.echo(token)
+    errors.print(
+        f"Token {row['id']} ({row['role']}) made. It is shown only now: keep it. Send it as "
+        "`Authorization: Bearer <token>`, or set LAMBDAML_API_TOKEN for the CLI and the Python client.",
+        highlight=False,
+    )
+
+
+@tokens_app.command("ls", cls=_Command)
+@_guarded
+def tokens_ls() -> None:
+    """List the cluster's API tokens: id, name, role, created, last used, revoked (never the tokens).
+
+    Example: `lambdaml tokens ls`
+    """
+    rows = tokens.list()
+    if not rows:
+        console.print("No tokens: the API is open to anyone who can reach it. `lambdaml tokens create` makes one.")
+        return
+    table = Table("id", "name", "role", "created", "last used", "revoked")
+    for row in rows:
+        table.add_row(row["id"], row["name"] or "-", row["role"], row["created_at"][:19],
+                      (row["last_used_at"] or "-")[:19], (row["revoked_at"] or "-")[:19])
+    console.print(table)
+
+
+@tokens_app.command("revoke", cls=_Command)
+@_guarded
+def tokens_revoke(
+    token_id: str = typer.Argument(..., metavar="ID", help="The token's id, from `lambdaml tokens ls`."),
+    open_api: bool = typer.Option(False, "--open-api", help="Revoke it even if it is the last one, opening the API."),
+) -> None:
+    """Revoke an API token: requests with it are refused within a second.
+
+    Example: `lambdaml tokens revoke 3f9a0c1b2d4e`
+    """
+    row = tokens.revoke(token_id, open_api)
+    console.print(f"Token {row['id']} revoked at {row['revoked_at'][:19]}.", highlight=False)
 
 
 # ------------------------------------------------------------------ look

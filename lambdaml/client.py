@@ -24,6 +24,7 @@ import httpx
 from lambdaml import cluster
 from lambdaml._settings import http_base_url
 from lambdaml.errors import (
+    AuthError,
     ClusterError,
     InputError,
     ModelError,
@@ -58,10 +59,32 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _with_token(headers: dict[str, str] | None) -> dict[str, str] | None:
+    """The request's headers with ``LAMBDAML_API_TOKEN`` as its bearer token, when one is set."""
+    token = os.environ.get("LAMBDAML_API_TOKEN")
+    return {**(headers or {}), "Authorization": f"Bearer {token}"} if token else headers
+
+
+def _refused(response: httpx.Response, doing: str) -> AuthError:
+    if response.status_code == 403:
+        return AuthError(f"{_detail(response)} ({doing}). Set LAMBDAML_API_TOKEN to an admin token.")
+    if os.environ.get("LAMBDAML_API_TOKEN"):
+        return AuthError(
+            f"The API refused the token in LAMBDAML_API_TOKEN ({doing}): it is not one of this cluster's, or it "
+            "was revoked. `lambdaml tokens ls` lists the cluster's tokens; `lambdaml tokens create` makes one."
+        )
+    return AuthError(
+        f"The API needs a token ({doing}). Make one with `lambdaml tokens create` and set it as "
+        "LAMBDAML_API_TOKEN."
+    )
+
+
 def request(method: str, url: str, doing: str, timeout: float = 30.0, **kwargs: Any) -> httpx.Response:
-    """One HTTP request; a network failure is a ClusterError naming what we were ``doing``."""
+    """One HTTP request to lambdaml's API, with the caller's token; a network failure is a ClusterError
+    naming what we were ``doing``, a refused token an AuthError."""
+    kwargs["headers"] = _with_token(kwargs.get("headers"))
     try:
-        return _http().request(method, url, timeout=httpx.Timeout(timeout, connect=10.0, pool=None), **kwargs)
+        response = _http().request(method, url, timeout=httpx.Timeout(timeout, connect=10.0, pool=None), **kwargs)
     except httpx.ConnectError:
         raise ClusterError(
             f"Nothing answers at {_origin(url)} ({doing}). Is the cluster running? Start it with `lambdaml up`, "
@@ -77,6 +100,9 @@ def request(method: str, url: str, doing: str, timeout: float = 30.0, **kwargs: 
             f"The connection to {_origin(url)} broke ({doing}): {exc or type(exc).__name__}. Try again; "
             "if it keeps happening, check the cluster with `lambdaml ls`."
         ) from None
+    if response.status_code in (401, 403) and _is_json(response):
+        raise _refused(response, doing)
+    return response
 
 
 def _detail(response: httpx.Response) -> str:

@@ -17,6 +17,10 @@ class ClusterError(LambdamlError):
     """The Ray cluster could not be started or reached."""
 
 
+class AuthError(LambdamlError, PermissionError):
+    """The API refused the caller's token (missing, revoked, or without the role the call needs)."""
+
+
 class DeployError(LambdamlError):
     """A deployment did not become ready."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar, overload
 
 from lambdaml._openapi import openapi
 from lambdaml.schema import ModelSchema, Prediction, describe, predict_callable, resolve_defaults, type_hints
@@ -138,6 +138,7 @@ def model(
     secrets: list[str] | None = None,
     output_url: str | None = None,
     batch: int | dict[str, float] | None = None,
+    visibility: Literal["private", "public"] = "private",
 ) -> Callable[[Any], Model]: ...
 
 
@@ -146,7 +147,8 @@ def model(target: Any = None, /, **params: Any) -> Any:
 
     ``@model`` or ``@model(name=..., gpu="A100", cpu=1, memory="8Gi", min=0, max=10,
     concurrency=1, max_concurrency=None, queue=64, scaledown_after=60, timeout=None,
-    packages=None, requirements=None, env=None, secrets=None, output_url=None, batch=None)``.
+    packages=None, requirements=None, env=None, secrets=None, output_url=None, batch=None,
+    visibility="private")``.
 
     Without ``packages`` or ``requirements``, the third-party packages the code
     imports are detected and pinned to the versions installed here.

@@ -135,14 +135,15 @@ def get(id: str) -> Prediction:
                                                      f"reading prediction {id}"))
 
 
-def list(name: str | None = None) -> Iterator[Prediction]:
-    """Every prediction, newest first, or those of the model ``name``.
+def list(name: str | None = None, token: str | None = None) -> Iterator[Prediction]:
+    """Every prediction, newest first, or those of the model ``name``; ``token``: those created with that token id.
 
     An iterator that asks for the next page (100 records) only when it gets there:
     ``itertools.islice(lambdaml.predictions.list("hello"), 10)`` makes one request.
+    With a ``predict`` token as ``LAMBDAML_API_TOKEN``, only that token's predictions are listed.
     """
     url: str | None = client.v1_url("/predictions")
-    params = {"model": name} if name else None
+    params = {key: value for key, value in (("model", name), ("token", token)) if value} or None
     while url:
         page = client.api_call("GET", url, "listing predictions", params=params)
         for record in page["results"]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -69,6 +69,9 @@ class ModelSpec(StableModel):
     secrets: tuple[str, ...] = Field(default=(), description="Names of environment variables delivered as secrets")
     output_url: str | None = Field(default=None, description="Where output files go: s3://bucket/prefix or gs://...")
     batch: BatchSpec | None = Field(default=None, description="Batch requests: max size and wait")
+    visibility: Literal["private", "public"] = Field(
+        default="private", description="public: callers without a token may run it (once the API needs tokens)"
+    )
 
     @field_validator("name")
     @classmethod

@@ -9,6 +9,7 @@ than a developer's own. The head has a fake A100 (one GPU plus the
 from __future__ import annotations
 
 import functools
+import itertools
 import http.server
 import os
 import socket
@@ -162,3 +163,20 @@ def postgres_url():
     # Under /tmp, not tmp_path: the server runs as an unprivileged user, who cannot enter pytest's root-only folders.
     with tempfile.TemporaryDirectory(prefix="lmpg-") as folder, postgres_server(Path(folder)) as url:
         yield url
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> str:
+    """A URL of an empty database: a SQLite file, or a new database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'records.db'}"
+    import psycopg
+
+    server = request.getfixturevalue("postgres_url")
+    name = f"test_{next(_databases)}"
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return f"{server.rsplit('/', 1)[0]}/{name}"

@@ -23,10 +23,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from lambdaml._http import base_url, error_response, json_response, method_not_allowed
-from lambdaml._settings import CONTROL_APP, retention
+from lambdaml._settings import CONTROL_APP, auth_required, retention
 from lambdaml.serve.streams import sse
 from lambdaml.serve.tracker import CANCELED_BY_CALLER, FINAL
+from lambdaml.control.auth import AuthWatcher, Caller, forbidden, publish
 from lambdaml.control.records import Records, database_url
+from lambdaml.control.tokens import AuthState, Tokens
 from lambdaml.control.webhooks import WebhookSender, new_secret
 
 ROUTE = "/v1"
@@ -46,10 +48,14 @@ def _not_found(prediction_id: str) -> Response:
 class ControlServer:
     """One replica of the control application."""
 
-    def __init__(self, database: str, retention_s: float, allowed_hosts: str | None = None):
+    def __init__(self, database: str, retention_s: float, allowed_hosts: str | None = None, auth_required: bool = False):
         if allowed_hosts:  # webhook receivers the operator allows on internal addresses (lambdaml._urls)
             os.environ["LAMBDAML_ALLOWED_HOSTS"] = allowed_hosts
         self.records = Records(database)
+        self.tokens = Tokens(self.records)
+        self._auth_required = auth_required  # LAMBDAML_AUTH=required: a token is needed even before one exists
+        self.auth = AuthWatcher(self._read_auth_state)
+        self._published: AuthState | None = None
         self._secret = self.records.setting("webhook_secret", new_secret)
         self._retention = retention_s
         self._sender = WebhookSender(self.records, self._secret)
@@ -59,6 +65,7 @@ class ControlServer:
         """On the replica's event loop, at the first call (Serve may build us off that loop)."""
         if self._loops:
             return
+        self.auth.start()
         loop = asyncio.get_running_loop()
         self._loops = [
             loop.create_task(_every(WEBHOOKS_EVERY_S, self._sender.run_once)),
@@ -82,70 +89,117 @@ class ControlServer:
     async def sync(self, replica: str, updates: list[dict[str, Any]], running: list[str]) -> dict[str, str]:
         """Record ``updates``; note that ``running`` are alive on ``replica``; return cancel requests for them."""
         self._start_loops()
-        return await asyncio.to_thread(self.records.sync, replica, updates, running)
+        used = {update["_token"] for update in updates if update.get("_token")}
+
+        def write() -> dict[str, str]:  # one trip to a worker thread
+            cancels = self.records.sync(replica, updates, running)
+            self.tokens.touch(used)
+            return cancels
+
+        return await asyncio.to_thread(write)
 
     async def lookup(self, prediction_id: str) -> dict[str, Any] | None:
-        def read() -> dict[str, Any] | None:  # both reads in one trip to a worker thread
-            record = self.records.get(prediction_id)
-            return None if record is None else {"record": record, "input_hash": self.records.input_hash(prediction_id)}
-
-        return await asyncio.to_thread(read)
+        """A record, the token id that created it and its input's hash (an idempotent PUT compares them)."""
+        found = await asyncio.to_thread(self.records.find, prediction_id)
+        return None if found is None else dict(zip(("record", "token_id", "input_hash"), found))
 
     async def cancel(self, prediction_id: str, reason: str = CANCELED_BY_CALLER, model: str | None = None) -> dict[str, Any] | None:
         return await asyncio.to_thread(self.records.request_cancel, prediction_id, reason, model)
+
+    # ------------------------------------------------------------------ tokens (the CLI and Python API, through Ray)
+
+    async def _read_auth_state(self) -> AuthState:
+        """The tokens in the database, published for model replicas whenever they change."""
+        state = await asyncio.to_thread(self.tokens.state, self._auth_required)
+        if state != self._published:
+            await asyncio.to_thread(publish, state)
+            self._published = state
+        return state
+
+    async def create_token(self, name: str, role: str) -> tuple[dict[str, Any], str]:
+        made = await asyncio.to_thread(self.tokens.create, name, role)
+        await self.auth.refresh()
+        return made
+
+    async def auth_required(self) -> bool:
+        """Whether this control application runs with ``LAMBDAML_AUTH=required``."""
+        return self._auth_required
+
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.tokens.list)
+
+    async def revoke_token(self, token_id: str) -> dict[str, Any] | None:
+        revoked = await asyncio.to_thread(self.tokens.revoke, token_id)
+        await self.auth.refresh()  # this replica at once; the others and the model replicas within REFRESH_S
+        return revoked
 
     # ------------------------------------------------------------------ HTTP
 
     async def __call__(self, request: Request) -> Response:
         self._start_loops()
         scope = request.scope
+        caller = await self.auth.check(dict(scope["headers"]).get(b"authorization"))
+        if isinstance(caller, Response):
+            return caller
         path = scope["path"].removeprefix(scope.get("root_path", "")).rstrip("/") or "/"
         parts = path.strip("/").split("/")
         method = request.method
+        if caller.token_id is not None and self.tokens.due({caller.token_id}):  # "last used", every TOUCH_EVERY_S
+            asyncio.get_running_loop().run_in_executor(None, self.tokens.touch, {caller.token_id})
         if parts[0] == "predictions":
             if len(parts) == 1:
-                return await self._list(request) if method == "GET" else method_not_allowed(method, ROUTE + path, "GET")
+                return await self._list(request, caller) if method == "GET" else method_not_allowed(method, ROUTE + path, "GET")
             if len(parts) == 2:
-                return await self._get(parts[1]) if method == "GET" else method_not_allowed(method, ROUTE + path, "GET")
+                return await self._get(parts[1], caller) if method == "GET" else method_not_allowed(method, ROUTE + path, "GET")
             if len(parts) == 3 and parts[2] == "cancel":
-                return await self._cancel(parts[1]) if method == "POST" else method_not_allowed(method, ROUTE + path, "POST")
+                return await self._cancel(parts[1], caller) if method == "POST" else method_not_allowed(method, ROUTE + path, "POST")
             if len(parts) == 3 and parts[2] == "stream":
-                return await self._stream(parts[1]) if method == "GET" else method_not_allowed(method, ROUTE + path, "GET")
+                return await self._stream(parts[1], caller) if method == "GET" else method_not_allowed(method, ROUTE + path, "GET")
         if parts == ["webhooks", "default", "secret"]:
-            return json_response({"key": self._secret}) if method == "GET" else method_not_allowed(method, ROUTE + path, "GET")
+            if method != "GET":
+                return method_not_allowed(method, ROUTE + path, "GET")
+            return json_response({"key": self._secret}) if caller.admin else forbidden("Reading the webhook secret")
         return error_response(
             404, "Not found",
             f"No route {ROUTE}{path}. The records API serves GET /v1/predictions, GET /v1/predictions/{{id}}, "
             "POST /v1/predictions/{id}/cancel, GET /v1/predictions/{id}/stream and GET /v1/webhooks/default/secret",
         )
 
-    async def _get(self, prediction_id: str) -> Response:
-        record = await asyncio.to_thread(self.records.get, prediction_id)
+    async def _owned(self, prediction_id: str, caller: Caller) -> dict[str, Any] | None:
+        """The record if this caller may see it (its own, or any for an admin): another's is as good as absent."""
+        found = await asyncio.to_thread(self.records.find, prediction_id)
+        return found[0] if found is not None and caller.owns(found[1]) else None
+
+    async def _get(self, prediction_id: str, caller: Caller) -> Response:
+        record = await self._owned(prediction_id, caller)
         return _not_found(prediction_id) if record is None else json_response(record)
 
-    async def _cancel(self, prediction_id: str) -> Response:
-        record = await self.cancel(prediction_id)
+    async def _cancel(self, prediction_id: str, caller: Caller) -> Response:
+        record = await self._owned(prediction_id, caller) and await self.cancel(prediction_id)
         return _not_found(prediction_id) if record is None else json_response(record)
 
-    async def _list(self, request: Request) -> Response:
+    async def _list(self, request: Request, caller: Caller) -> Response:
         query = request.query_params
-        model, cursor = query.get("model") or None, query.get("cursor") or None
+        model, cursor, token = query.get("model") or None, query.get("cursor") or None, query.get("token") or None
+        if not caller.admin:  # a predict token lists what it created, and nothing else
+            token = caller.token_id
         try:
-            results, after, before = await asyncio.to_thread(self.records.page, model, cursor)
+            results, after, before = await asyncio.to_thread(self.records.page, model, cursor, token=token)
         except ValueError as exc:  # a cursor that is not one of ours
             return json_response({"title": "Invalid cursor", "status": 422, "detail": str(exc),
                           "invalid_fields": [{"field": "cursor", "message": str(exc)}]}, 422)
         here = f"{base_url(dict(request.scope['headers']))}{ROUTE}/predictions"
+        filters = {name: value for name, value in (("model", model), ("token", query.get("token"))) if value}
 
         def link(page_cursor: str | None) -> str | None:
             if page_cursor is None:
                 return None
-            return f"{here}?{urllib.parse.urlencode({**({'model': model} if model else {}), 'cursor': page_cursor})}"
+            return f"{here}?{urllib.parse.urlencode({**filters, 'cursor': page_cursor})}"
 
         return json_response({"next": link(after), "previous": link(before), "results": results})
 
-    async def _stream(self, prediction_id: str) -> Response:
-        record = await asyncio.to_thread(self.records.get, prediction_id)
+    async def _stream(self, prediction_id: str, caller: Caller) -> Response:
+        record = await self._owned(prediction_id, caller)
         if record is None:
             return _not_found(prediction_id)
         return StreamingResponse(self._events(prediction_id, record), media_type="text/event-stream")
@@ -200,7 +254,7 @@ def application(database: str | None = None) -> Any:
         # competes with models for room.
         ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
         health_check_period_s=2,
-    ).bind(database or database_url(), retention(), os.environ.get("LAMBDAML_ALLOWED_HOSTS"))
+    ).bind(database or database_url(), retention(), os.environ.get("LAMBDAML_ALLOWED_HOSTS"), auth_required())
 
 
 def ensure_running(database: str | None = None, replace: bool = False) -> None:

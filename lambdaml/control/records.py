@@ -30,72 +30,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from lambdaml import _clock
 from lambdaml.errors import LambdamlError
+from lambdaml.control.tables import SCHEMA_VERSION, deliveries, metadata, predictions, schema_version, settings
 
-SCHEMA_VERSION = 1
 FINAL = ("succeeded", "failed", "canceled")
 LOST = "The replica running this prediction was lost before it finished (it stopped reporting)."
 COMPLETED_MAX_ATTEMPTS = 12  # the other events are tried once: a later event supersedes them
 EXPIRE_CHUNK = 1000  # records per retention transaction: a backlog never holds the write lock for long
 
-# Plain JSON, not JSONB: JSONB reorders a model's output keys, and nothing queries inside these columns.
-_JSON = sa.JSON(none_as_null=True)
-_ROW_ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")  # SQLite autoincrements only INTEGER keys
-
-metadata = sa.MetaData()
-predictions = sa.Table(
-    "predictions",
-    metadata,
-    sa.Column("id", sa.String, primary_key=True),
-    sa.Column("model", sa.String),
-    sa.Column("version", sa.String),
-    sa.Column("status", sa.String, nullable=False),
-    sa.Column("input", _JSON),
-    sa.Column("output", _JSON),
-    sa.Column("logs", sa.Text),
-    sa.Column("error", sa.Text),
-    sa.Column("created_at", sa.String),
-    sa.Column("started_at", sa.String),
-    sa.Column("completed_at", sa.String),
-    sa.Column("metrics", _JSON),
-    sa.Column("urls", _JSON),
-    sa.Column("deadline", sa.String),
-    sa.Column("data_removed", sa.Boolean, nullable=False),
-    sa.Column("webhook", sa.Text),
-    sa.Column("webhook_events_filter", _JSON),
-    # Private columns, never in a public record:
-    sa.Column("created_ts", sa.Float, nullable=False),
-    sa.Column("updated_ts", sa.Float, nullable=False),
-    sa.Column("heartbeat_ts", sa.Float),
-    sa.Column("replica", sa.String),
-    sa.Column("cancel_reason", sa.Text),
-    sa.Column("input_hash", sa.String),
-    sa.Column("token_id", sa.String),
-    sa.Index("predictions_created", "created_ts", "id"),
-    sa.Index("predictions_model_created", "model", "created_ts", "id"),
-    sa.Index("predictions_status", "status"),  # the reaper looks for the few unfinished ones
-)
-deliveries = sa.Table(
-    "webhook_deliveries",
-    metadata,
-    sa.Column("id", _ROW_ID, primary_key=True, autoincrement=True),
-    sa.Column("prediction_id", sa.String, sa.ForeignKey("predictions.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("event", sa.String, nullable=False),
-    sa.Column("url", sa.Text, nullable=False),
-    sa.Column("body", sa.Text, nullable=False),
-    sa.Column("state", sa.String, nullable=False),  # pending, sent, failed
-    sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("max_attempts", sa.Integer, nullable=False),
-    sa.Column("next_attempt_ts", sa.Float, nullable=False),
-    sa.Column("lease_until", sa.Float, nullable=False),
-    sa.Column("last_error", sa.Text),
-    sa.Column("created_ts", sa.Float, nullable=False),
-    sa.Index("webhook_deliveries_due", "state", "next_attempt_ts"),
-    sqlite_autoincrement=True,  # ids are never reused: they are part of the webhook-id receivers dedupe on
-)
-settings = sa.Table(
-    "settings", metadata, sa.Column("key", sa.String, primary_key=True), sa.Column("value", sa.Text, nullable=False)
-)
-schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
 
 PUBLIC = ("id", "model", "version", "status", "input", "output", "logs", "error", "created_at", "started_at")
 PUBLIC += ("completed_at", "metrics", "urls", "deadline", "data_removed", "webhook", "webhook_events_filter")
@@ -103,7 +44,7 @@ _PUBLIC = [predictions.c[name] for name in PUBLIC]
 # Inline, not a bound list: an upsert runs as executemany, which cannot expand a list parameter.
 _UNFINISHED = predictions.c.status.not_in([sa.literal_column(f"'{status}'") for status in FINAL])
 _CLAIMED = [deliveries.c[name] for name in ("id", "prediction_id", "event", "url", "body", "attempts")]
-_PRIVATE_KEYS = {"_replica": "replica", "_input_hash": "input_hash"}
+_PRIVATE_KEYS = {"_replica": "replica", "_input_hash": "input_hash", "_token": "token_id"}
 _MIGRATION_LOCK = 0x6C616D62  # pg_advisory_xact_lock key: control replicas starting together create tables once
 
 
@@ -233,7 +174,7 @@ class Records:
     def __init__(self, url: str | None = None) -> None:
         self.url = _driver_url(url or database_url())
         self._engine = _engine(self.url)
-        self._reader = self._engine.execution_options(lambdaml_read=True)
+        self.reader = self._engine.execution_options(lambdaml_read=True)
         sqlite_file = self._engine.dialect.name == "sqlite"
         self._insert = sqlite.insert if sqlite_file else postgresql.insert
         # SQLite has one writer at a time, and its busy handler polls: threads left to race for the lock
@@ -246,14 +187,14 @@ class Records:
             raise
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
+    def write(self) -> Iterator[sa.Connection]:
         """A write transaction (committed at the end)."""
         with self._writing, self._engine.begin() as connection:
             yield connection
 
     def _migrate(self) -> None:
         """Create the tables if absent; refuse a database made by a newer lambdaml."""
-        with self._write() as connection:
+        with self.write() as connection:
             if connection.dialect.name == "postgresql":
                 connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             found = None
@@ -272,7 +213,7 @@ class Records:
     def upsert(self, updates: list[dict[str, Any]]) -> None:
         """Insert or merge records (partial updates allowed), with the deliveries they fire, in one transaction."""
         if updates:
-            with self._write() as connection:
+            with self.write() as connection:
                 self._upsert(connection, updates)
 
     def _upsert(self, connection: sa.Connection, updates: list[dict[str, Any]]) -> None:
@@ -309,27 +250,34 @@ class Records:
 
     def get(self, prediction_id: str) -> dict[str, Any] | None:
         """The public record, or None."""
-        with self._reader.connect() as connection:
-            row = connection.execute(sa.select(*_PUBLIC).where(predictions.c.id == prediction_id)).mappings().first()
-        return dict(row) if row else None
+        found = self.find(prediction_id)
+        return None if found is None else found[0]
 
-    def input_hash(self, prediction_id: str) -> str | None:
-        """The hash of the input a prediction was created with, for an idempotent PUT of the same id."""
-        with self._reader.connect() as connection:
-            return connection.scalar(sa.select(predictions.c.input_hash).where(predictions.c.id == prediction_id))
+    def find(self, prediction_id: str) -> tuple[dict[str, Any], str | None, str | None] | None:
+        """The public record with the id of the token that created it and the hash of its input, or None."""
+        columns = predictions.c
+        query = sa.select(*_PUBLIC, columns.token_id, columns.input_hash).where(columns.id == prediction_id)
+        with self.reader.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        if row is None:
+            return None
+        return {name: row[name] for name in PUBLIC}, row["token_id"], row["input_hash"]
 
     def page(
-        self, model: str | None = None, cursor: str | None = None, limit: int = 100
+        self, model: str | None = None, cursor: str | None = None, limit: int = 100, token: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None, str | None]:
         """Records newest first, with the cursors of the next (older) and previous (newer) pages.
 
         Keyset pagination on (created_ts, id): a page costs the same however deep, and records
         created meanwhile neither shift nor repeat later pages. ValueError for a bad cursor.
+        ``token``: only the predictions created with that token (its id).
         """
         columns = predictions.c
         query = sa.select(*_PUBLIC, columns.created_ts)
         if model is not None:
             query = query.where(columns.model == model)
+        if token is not None:  # the predictions one token created
+            query = query.where(columns.token_id == token)
         direction = "next"
         if cursor:
             direction, created_ts, prediction_id = _parse_cursor(cursor)
@@ -337,7 +285,7 @@ class Records:
             query = query.where(key > bound if direction == "previous" else key < bound)
         backward = direction == "previous"
         order = (columns.created_ts, columns.id) if backward else (columns.created_ts.desc(), columns.id.desc())
-        with self._reader.connect() as connection:
+        with self.reader.connect() as connection:
             rows = [dict(row) for row in connection.execute(query.order_by(*order).limit(limit + 1)).mappings()]
         more, rows = len(rows) > limit, rows[:limit]
         if backward:
@@ -359,7 +307,7 @@ class Records:
         columns = predictions.c
         this = columns.id == prediction_id if model is None else sa.and_(columns.id == prediction_id, columns.model == model)
         ask = sa.update(predictions).where(this, _UNFINISHED, columns.cancel_reason.is_(None))
-        with self._write() as connection:
+        with self.write() as connection:
             connection.execute(ask.values(cancel_reason=reason, updated_ts=time.time()))
             row = connection.execute(sa.select(*_PUBLIC).where(this)).mappings().first()
         return dict(row) if row else None
@@ -368,7 +316,7 @@ class Records:
         """A replica's batch: its updates, and a heartbeat for what it runs; returns the cancels asked for those."""
         if not updates and not running:
             return {}
-        with self._write() as connection:
+        with self.write() as connection:
             if updates:
                 self._upsert(connection, updates)
             if not running:
@@ -385,7 +333,7 @@ class Records:
         stale = (columns.status.in_(("starting", "processing")), last_seen < now - stale_after_s)
         fail = sa.update(predictions).where(*stale)
         fail = fail.values(status="failed", error=LOST, completed_at=_clock.now(), updated_ts=now)
-        with self._write() as connection:
+        with self.write() as connection:
             records = [dict(record) for record in connection.execute(fail.returning(*_PUBLIC)).mappings()]
             outbox = [row for record in records for row in _outbox_rows(record, ["completed"], now)]
             if outbox:
@@ -405,23 +353,23 @@ class Records:
         removal = removal.values(input=None, output=None, logs=None, data_removed=True, updated_ts=now)
         removed, count = 0, EXPIRE_CHUNK
         while count == EXPIRE_CHUNK:
-            with self._write() as connection:
+            with self.write() as connection:
                 count = connection.execute(removal).rowcount
             removed += count
         done = sa.delete(deliveries).where(deliveries.c.state != "pending", deliveries.c.created_ts < cutoff)
-        with self._write() as connection:
+        with self.write() as connection:
             connection.execute(done)
         return removed
 
     def setting(self, key: str, make: Callable[[], str]) -> str:
         """The stored value of ``key``, else ``make()`` stored; concurrent callers all get the one stored."""
         query = sa.select(settings.c.value).where(settings.c.key == key)
-        with self._reader.connect() as connection:
+        with self.reader.connect() as connection:
             value = connection.scalar(query)
         if value is not None:
             return value
         insert = self._insert(settings).values(key=key, value=make()).on_conflict_do_nothing(index_elements=["key"])
-        with self._write() as connection:
+        with self.write() as connection:
             connection.execute(insert)
             return connection.scalar(query)
 
@@ -437,7 +385,7 @@ class Records:
             due = due.with_for_update(skip_locked=True)
         claim = sa.update(deliveries).where(columns.id.in_(due.scalar_subquery()))
         claim = claim.values(lease_until=now + lease_s, attempts=columns.attempts + 1)
-        with self._write() as connection:
+        with self.write() as connection:
             claimed = connection.execute(claim.returning(*_CLAIMED)).all()
         return [
             Delivery(id, prediction_id, event, url, body, f"{prediction_id}-{event}-{id}", attempt)
@@ -447,7 +395,7 @@ class Records:
     def webhook_sent(self, delivery_id: int) -> None:
         """The receiver accepted the delivery."""
         update = sa.update(deliveries).where(deliveries.c.id == delivery_id)
-        with self._write() as connection:
+        with self.write() as connection:
             connection.execute(update.values(state="sent", lease_until=0.0, last_error=None))
 
     def webhook_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
@@ -457,7 +405,7 @@ class Records:
         if retry_at is not None:
             values["state"] = sa.case((columns.attempts >= columns.max_attempts, "failed"), else_="pending")
             values["next_attempt_ts"] = retry_at
-        with self._write() as connection:
+        with self.write() as connection:
             connection.execute(sa.update(deliveries).where(columns.id == delivery_id).values(**values))
 
     def close(self) -> None:

@@ -39,6 +39,7 @@ from lambdaml.serve.metrics import ModelMetrics
 from lambdaml.package import unpack
 from lambdaml.serve.runtime import ModelRuntime
 from lambdaml.serve.tracker import CALLER_WENT_AWAY, CANCELED_BY_CALLER, FINAL, SHUT_DOWN, Flight, Tracker
+from lambdaml.control.auth import OPEN, Caller, published_watcher
 from lambdaml._openapi import openapi
 from lambdaml.schema import ID_RULE, PREDICTION_ID
 
@@ -97,6 +98,8 @@ class ModelServer:
         self._shutdown_wait = spec.timeout or SHUTDOWN_WAIT_S
         self._replica = replica_name()
         self._control: Any = None
+        self._public = spec.visibility == "public"
+        self.auth = published_watcher()  # the callers' tokens, as the control application publishes them
         self.tracker = Tracker(self._send_records, cancel_grace())
         self._fingerprint = fingerprint
 
@@ -108,18 +111,26 @@ class ModelServer:
         scope = request.scope  # not request.url: parsing a URL costs more than the rest of routing
         path = scope["path"].removeprefix(scope.get("root_path", "")).rstrip("/") or "/"
         method = request.method
+        if path == "/health-check":  # open to load balancers, token or not
+            return self._health_answer() if method == "GET" else method_not_allowed(method, path, "GET")
+        headers = dict(scope["headers"])  # one pass over the raw headers: Starlette's lookups cost more
+        caller = await self.auth.check(headers.get(b"authorization"), self._public)
+        if isinstance(caller, Response):
+            return caller
         if path == "/predictions":
             if method == "POST":
-                return await self._http_create(request)
+                return await self._http_create(request, headers, caller)
             return method_not_allowed(method, path, "POST")
         if path.startswith("/predictions/"):
             prediction_id, _, action = path.removeprefix("/predictions/").partition("/")
             if action == "cancel":
-                return await self._http_cancel(prediction_id) if method == "POST" else method_not_allowed(method, path, "POST")
+                if method != "POST":
+                    return method_not_allowed(method, path, "POST")
+                return await self._http_cancel(prediction_id, caller)
             if not action:
-                return await self._http_create(request, prediction_id) if method == "PUT" else method_not_allowed(method, path, "PUT")
-        if path == "/health-check":
-            return self._health_answer() if method == "GET" else method_not_allowed(method, path, "GET")
+                if method != "PUT":
+                    return method_not_allowed(method, path, "PUT")
+                return await self._http_create(request, headers, caller, prediction_id)
         if path == "/openapi.json":
             return Response(self._openapi, media_type="application/json") if method == "GET" else method_not_allowed(method, path, "GET")
         return error_response(
@@ -130,9 +141,10 @@ class ModelServer:
 
     # ------------------------------------------------------------------ creating predictions
 
-    async def _http_create(self, request: Request, path_id: str | None = None) -> Response:
+    async def _http_create(
+        self, request: Request, headers: dict[bytes, bytes], caller: Caller, path_id: str | None = None
+    ) -> Response:
         """``POST /predictions`` and ``PUT /predictions/{id}``: hold the caller up to the hold, else 202."""
-        headers = dict(request.scope["headers"])  # one pass over the raw headers: Starlette's lookups cost more
         try:
             body = self.runtime.parse(await read_body(request, headers.get(b"content-length"), self._max_body))
             hold = hold_seconds(headers.get(b"prefer"), self._sync_wait)
@@ -148,8 +160,8 @@ class ModelServer:
             return error_response(503, "Replica being replaced", "This replica is being replaced; try again.", {"Retry-After": "1"})
         input_hash = _input_hash(body.input) if prediction_id is not None else ""
         if prediction_id is not None and (existing := await self._existing(prediction_id)) is not None:
-            record, known_hash = existing
-            if record.get("model") != self.name:  # ids are unique across models; say nothing of the other one
+            record, known_hash, owner = existing
+            if record.get("model") != self.name or not caller.owns(owner):  # say nothing of the other one
                 return error_response(409, "Conflict", f"The id {prediction_id!r} is taken by another prediction; choose another.")
             if known_hash != input_hash:
                 return error_response(409, "Conflict", f"A prediction with id {prediction_id!r} exists with a different input.")
@@ -164,7 +176,7 @@ class ModelServer:
             )
         else:
             streaming = self.runtime.schema.streaming and b"text/event-stream" in headers.get(b"accept", b"")
-            flight = self._start(body, prediction_id, input_hash, base_url(headers), deadline, streaming)
+            flight = self._start(body, prediction_id, input_hash, base_url(headers), deadline, streaming, caller.token_id)
             if streaming:
                 return StreamingResponse(self._events(flight), media_type="text/event-stream")
         return await self._hold(flight, hold)
@@ -183,19 +195,19 @@ class ModelServer:
             )
         return path_id
 
-    async def _existing(self, prediction_id: str) -> tuple[dict[str, Any], str] | None:
-        """A prediction with this id, here or in the records, with its input hash."""
+    async def _existing(self, prediction_id: str) -> tuple[dict[str, Any], str | None, str | None] | None:
+        """A prediction with this id, here or in the records, with its input hash and the token that created it."""
         if (known := self.tracker.lookup(prediction_id)) is not None:
             return known
         try:
             found = await self._control_call("lookup", prediction_id)
         except Exception:  # no records to ask: nothing to be idempotent with
             return None
-        return None if found is None else (found["record"], found["input_hash"])
+        return None if found is None else (found["record"], found["input_hash"], found["token_id"])
 
     def _start(
         self, body: BaseModel, prediction_id: str | None, input_hash: str, base: str, deadline: float | None,
-        streaming: bool = False,
+        streaming: bool = False, token_id: str | None = None,
     ) -> Flight:
         """Hold a new prediction and start it as a task of its own (the caller may be told 202 while it runs)."""
         prediction_id = prediction_id or secrets.token_hex(16)
@@ -209,7 +221,7 @@ class ModelServer:
             "deadline": _clock.after(deadline) if deadline else None, "data_removed": False,
             "webhook": body.webhook, "webhook_events_filter": body.webhook_events_filter,
         }
-        flight = self.tracker.add(record, input_hash)
+        flight = self.tracker.add(record, input_hash, token_id)
         if streaming:
             flight.queue = asyncio.Queue()
         flight.task = asyncio.get_running_loop().create_task(self._run(flight, body.input))
@@ -332,18 +344,22 @@ class ModelServer:
 
     # ------------------------------------------------------------------ cancel, records, health, shutdown
 
-    async def _http_cancel(self, prediction_id: str) -> Response:
+    async def _http_cancel(self, prediction_id: str, caller: Caller = OPEN) -> Response:
+        not_found = error_response(404, "Not found", f"{self.name} has no prediction with id {prediction_id!r}.")
         flight = self.tracker.flights.get(prediction_id)
         if flight is not None:
+            if not caller.owns(flight.token_id):  # another caller's prediction is as good as absent
+                return not_found
             flight.cancel(CANCELED_BY_CALLER)
             return json_response(flight.record)
         try:
+            if not caller.admin and ((found := await self._control_call("lookup", prediction_id)) is None
+                                     or not caller.owns(found["token_id"])):
+                return not_found
             record = await self._control_call("cancel", prediction_id, CANCELED_BY_CALLER, self.name)
         except Exception as exc:
             return error_response(503, "Records unavailable", f"The prediction records cannot be reached: {exc}", {"Retry-After": "1"})
-        if record is None:
-            return error_response(404, "Not found", f"{self.name} has no prediction with id {prediction_id!r}.")
-        return json_response(record)
+        return not_found if record is None else json_response(record)
 
     async def _control_call(self, method: str, *args: Any) -> Any:
         if self._control is None:

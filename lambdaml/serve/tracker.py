@@ -52,11 +52,12 @@ class Flight:
     """One prediction held by this replica."""
 
     __slots__ = ("record", "task", "background", "cancel_reason", "canceled_at", "logs", "items", "input_hash",
-                 "queue", "invalid", "sent", "_waiters", "_timer", "_shown")
+                 "token_id", "queue", "invalid", "sent", "_waiters", "_timer", "_shown")
 
-    def __init__(self, record: dict[str, Any], input_hash: str):
+    def __init__(self, record: dict[str, Any], input_hash: str, token_id: str | None = None):
         self.record = record
         self.input_hash = input_hash
+        self.token_id = token_id  # the API token that created it (lambdaml.control.tokens), None without one
         self.task: asyncio.Task | None = None
         self.background = False  # no caller waits for it: the autoscaler must still count it
         self.cancel_reason: str | None = None
@@ -109,15 +110,22 @@ class Flight:
         if status == self.sent:
             return None
         if self.sent is None:
-            update = dict(self.record)
-            if self.input_hash:
-                update["_input_hash"] = self.input_hash
+            update = {**self.record, **self.private()}
         else:
             update = {"id": self.record["id"], "status": status, "started_at": self.record["started_at"]}
         if status == "processing":
             update.update(self.events("start"))
         self.sent = status
         return update
+
+    def private(self) -> dict[str, Any]:
+        """What its first record carries beside the public fields (``Records`` keeps them in private columns)."""
+        private: dict[str, Any] = {}
+        if self.input_hash:
+            private["_input_hash"] = self.input_hash
+        if self.token_id:
+            private["_token"] = self.token_id
+        return private
 
     def progress(self) -> dict[str, Any] | None:
         """What changed while it runs (logs, output so far), or None."""
@@ -154,9 +162,9 @@ class Tracker:
         self._doomed: str | None = None
         self._flushes: set[asyncio.Task] = set()
 
-    def add(self, record: dict[str, Any], input_hash: str) -> Flight:
+    def add(self, record: dict[str, Any], input_hash: str, token_id: str | None = None) -> Flight:
         """Hold a new prediction; its record goes out with the next sync (``snapshot``), if it still runs then."""
-        flight = Flight(record, input_hash)
+        flight = Flight(record, input_hash, token_id)
         self.flights[record["id"]] = flight
         if self._loop_task is None:
             self._lock = asyncio.Lock()
@@ -187,27 +195,24 @@ class Tracker:
             flight._timer.cancel()
         self.flights.pop(record["id"], None)
         events = ("start", "completed") if flight.sent != "processing" and record.get("started_at") else ("completed",)
-        final = dict(record, **flight.events(*events))
-        if flight.input_hash:
-            final["_input_hash"] = flight.input_hash
-        self.update(final)
+        self.update(dict(record, **flight.events(*events), **flight.private()))
         if flight.background:  # someone polls for it: record it now, not at the next tick
             flush = asyncio.get_running_loop().create_task(self.flush())
             self._flushes.add(flush)  # asyncio keeps only a weak reference to a task
             flush.add_done_callback(self._flushes.discard)
 
-    def lookup(self, prediction_id: str) -> tuple[dict[str, Any], str] | None:
-        """``(record, input hash)`` of a prediction this replica holds or has not recorded yet, else None.
+    def lookup(self, prediction_id: str) -> tuple[dict[str, Any], str, str | None] | None:
+        """``(record, input hash, token id)`` of a prediction this replica holds or has not recorded yet, else None.
 
         A sync prediction leaves ``flights`` when it ends, ~0.1 s before its record is written:
         an idempotent ``PUT`` right after it must still find it.
         """
         if (flight := self.flights.get(prediction_id)) is not None:
-            return flight.record, flight.input_hash
+            return flight.record, flight.input_hash, flight.token_id
         for batch in (self._pending, self._sending):
             if (update := batch.get(prediction_id)) is not None and "_input_hash" in update:
                 record = {key: value for key, value in update.items() if not key.startswith("_")}
-                return record, update["_input_hash"]
+                return record, update["_input_hash"], update.get("_token")
         return None
 
     def background(self) -> int:
