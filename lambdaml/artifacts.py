@@ -46,6 +46,9 @@ class Manifest(BaseModel):
     requirements: list[str] = Field(default_factory=list)
     code_bytes: int = 0
     code_sha256: str = ""  # of model.pkl as stored: checked before a replica unpickles it
+    # The model's OpenAPI document, so /v1 describes a version without loading its code (None in
+    # artifacts made before it was kept). Derived from the code and spec, so not part of the version.
+    openapi: dict[str, Any] | None = None
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec.model_validate(self.spec, context={"stored": True})
@@ -67,7 +70,7 @@ def content_version(manifest: Manifest, code: bytes) -> str:
     80 bits: two different artifacts of one model sharing a version by chance is out of reach.
     """
     digest = hashlib.sha256(for_hashing(code))
-    digest.update(manifest.model_dump_json(exclude={"version", "created_at", "code_sha256"}).encode())
+    digest.update(manifest.model_dump_json(exclude={"version", "created_at", "code_sha256", "openapi"}).encode())
     return digest.hexdigest()[:20]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from lambdaml import _forwarding, _installs, _secrets, cluster
-from lambdaml._settings import debug_enabled
+from lambdaml._settings import CONTROL_APP, debug_enabled
 from lambdaml.app import build_with_fingerprint
 from lambdaml.placement import ClusterShape, check_fits, cluster_shape, place
 from lambdaml.artifacts import ArtifactStore, Manifest, VersionInfo, load_manifest
@@ -167,6 +167,8 @@ def _run(
         progress("route", f"waiting for {info.http_url}/{spec.name} to answer")
         _wait_for_route(info.http_url, spec.name, deadline, spec.min > 0)
     store.record_deploy(spec.name, manifest.version)
+    cluster.call_app(CONTROL_APP, "register_model", spec.name, manifest.version, manifest.created_at,
+                     spec.visibility, manifest.openapi)  # what /v1/models shows
     return Deployment(spec.name, f"{info.http_url}/{spec.name}", manifest.version, info.dashboard_url)
 
 
@@ -269,3 +271,4 @@ def delete(name: str) -> None:
     cluster.forget_handle(name)
     serve.delete(name)
     _store_for(info).record_delete(name)  # so that `lambdaml up` does not bring it back
+    cluster.call_app(CONTROL_APP, "forget_model", name)

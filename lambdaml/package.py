@@ -67,5 +67,6 @@ def build(model: Model, secrets: dict[str, str]) -> tuple[Manifest, bytes]:
         python=CLIENT_PYTHON,
         spec=model.spec.model_dump(mode="json"),
         requirements=requirements_for(model.spec, scan),
+        openapi=model.openapi(),
     )
     return manifest, code

@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, field_validator
 from pydantic_core import from_json
 
 from lambdaml.errors import ConfigError, InputError
@@ -55,6 +55,12 @@ class Prediction(BaseModel):
     data_removed: bool = False
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _lambdaml_name(cls, value: Any) -> Any:
+        """``lambdaml/hello``, as /v1 shows it (Replicate's owner/name), is the model ``hello``."""
+        return value.removeprefix("lambdaml/") if isinstance(value, str) else value
 
     def wait(self, timeout: float | None = None) -> Prediction:
         """Poll until the prediction ends (succeeded, failed or canceled) and return it.

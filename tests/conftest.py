@@ -8,6 +8,7 @@ than a developer's own. The head has a fake A100 (one GPU plus the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import http.server
@@ -180,3 +181,38 @@ def database(request, tmp_path) -> str:
     with psycopg.connect(server, autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {name}")
     return f"{server.rsplit('/', 1)[0]}/{name}"
+
+
+def wait_until(check, what: str, limit_s: float = 10.0) -> float:
+    """Seconds until ``check()`` holds (replicas refresh the token state twice a second)."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < limit_s, what
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def tokens_on(base: str, probe: str):
+    """An admin and a predict token, ``(row, token)`` each, until the block ends; then every token revoked.
+
+    The cluster is shared by the session: the API needs a token only while one is active, so
+    afterwards it is open again for the modules that follow. ``probe``: a POST route of a
+    deployed model, to see when its replicas have taken up the change.
+    """
+    import httpx
+
+    from lambdaml import tokens
+
+    def answer() -> int:
+        return httpx.post(f"{base}{probe}", json={"input": {}}).status_code
+
+    made = tokens.create("tests-admin", role="admin"), tokens.create("tests-user", role="predict")
+    wait_until(lambda: answer() == 401, "the model's replica never saw the first token")
+    try:
+        yield made
+    finally:
+        for row in tokens.list():
+            if row["revoked_at"] is None:
+                tokens.revoke(row["id"], open_api=True)
+        wait_until(lambda: answer() == 200, "the API did not open again after the last token was revoked")

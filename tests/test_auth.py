@@ -18,6 +18,7 @@ import pytest
 import lambdaml
 from lambdaml import model, tokens
 from lambdaml.control.auth import presented_token
+from tests.conftest import tokens_on, wait_until as _wait_until
 
 
 @model(name="guarded", cpu=0.1, min=1)
@@ -34,31 +35,13 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _wait_until(check, what: str, limit_s: float = 10.0) -> float:
-    """Seconds until ``check()`` holds (replicas refresh the token state twice a second)."""
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < limit_s, what
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 @pytest.fixture(scope="module")
 def locked(cluster):
     """Both models deployed, then an admin and a predict token made; afterwards every token revoked."""
     for target in (guarded, open_door):
         target.deploy()
-    admin = tokens.create("tests-admin", role="admin")
-    user = tokens.create("tests-user", role="predict")
-    base = cluster.http_url
-    _wait_until(lambda: httpx.post(f"{base}/guarded/predictions", json={"input": {}}).status_code == 401,
-                "the model's replica never saw the first token")
-    yield base, admin, user
-    for row in tokens.list():
-        if row["revoked_at"] is None:
-            tokens.revoke(row["id"], open_api=True)
-    _wait_until(lambda: httpx.post(f"{base}/guarded/predictions", json={"input": {}}).status_code == 200,
-                "the API did not open again after the last token was revoked")
+    with tokens_on(cluster.http_url, "/guarded/predictions") as (admin, user):
+        yield cluster.http_url, admin, user
     for target in (guarded, open_door):
         target.delete()
 

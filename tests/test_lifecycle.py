@@ -134,7 +134,8 @@ def test_a_sync_prediction_has_a_record_with_replicates_fields(backend, urls):
     stored = until(urls["base"], body["id"])
     for field in ("id", "model", "version", "status", "input", "output", "logs", "error", "created_at", "started_at",
                   "completed_at", "urls", "deadline", "data_removed", "webhook", "webhook_events_filter"):
-        assert stored[field] == body[field], field
+        expected = f"lambdaml/{body[field]}" if field == "model" else body[field]  # /v1 shows Replicate's owner/name
+        assert stored[field] == expected, field
     assert stored["metrics"]["predict_time"] > 0 and stored["metrics"]["total_time"] >= stored["metrics"]["predict_time"]
     assert "working on recorded" in stored["logs"]
 
@@ -170,7 +171,7 @@ def test_list_is_newest_first_with_absolute_cursor_links(backend, urls):
     page = httpx.get(f"{urls['base']}/v1/predictions", params={"model": "lc-sync"}, timeout=10).json()
     listed = [p["id"] for p in page["results"]]
     assert listed.index(ids[2]) < listed.index(ids[1]) < listed.index(ids[0])
-    assert all(p["model"] == "lc-sync" for p in page["results"])
+    assert all(p["model"] == "lambdaml/lc-sync" for p in page["results"])  # Replicate's owner/name
     assert page["next"] is None or page["next"].startswith(f"{urls['base']}/v1/predictions?")
 
 

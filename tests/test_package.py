@@ -71,7 +71,7 @@ def test_the_version_of_unchanged_code_is_the_same_in_every_process(tmp_path):
         "from lambdaml import Input, model\n\n"
         "@model(name='same', gpu=['A100', 'L4'], batch={'max_size': 4}, env={'A': '1'})\n"
         "class Same:\n"
-        "    def predict(self, text: str = Input(description='Text')) -> str:\n"
+        "    def predict(self, text: list[str] = Input(description='Text')) -> list[str]:\n"
         "        return text\n"
     )
     script = (

@@ -26,7 +26,10 @@ from lambdaml._http import base_url, error_response, json_response, method_not_a
 from lambdaml._settings import CONTROL_APP, auth_required, retention
 from lambdaml.serve.streams import sse
 from lambdaml.serve.tracker import CANCELED_BY_CALLER, FINAL
-from lambdaml.control.auth import AuthWatcher, Caller, forbidden, publish
+from lambdaml.control import v1
+from lambdaml.control.auth import ANONYMOUS, AuthWatcher, Caller, forbidden, publish, unauthorized
+from lambdaml.control.catalog import Catalog
+from lambdaml.control.forward import Forwarder
 from lambdaml.control.records import Records, database_url
 from lambdaml.control.tokens import AuthState, Tokens
 from lambdaml.control.webhooks import WebhookSender, new_secret
@@ -53,6 +56,8 @@ class ControlServer:
             os.environ["LAMBDAML_ALLOWED_HOSTS"] = allowed_hosts
         self.records = Records(database)
         self.tokens = Tokens(self.records)
+        self.catalog = Catalog(self.records)
+        self.forwarder = Forwarder(self.catalog)
         self._auth_required = auth_required  # LAMBDAML_AUTH=required: a token is needed even before one exists
         self.auth = AuthWatcher(self._read_auth_state)
         self._published: AuthState | None = None
@@ -133,17 +138,34 @@ class ControlServer:
         await self.auth.refresh()  # this replica at once; the others and the model replicas within REFRESH_S
         return revoked
 
+    # ------------------------------------------------------------------ the catalog (deploy and delete, through Ray)
+
+    async def register_model(self, name: str, version: str, created_at: str, visibility: str,
+                             openapi: dict[str, Any] | None) -> None:
+        await asyncio.to_thread(self.catalog.register, name, version, created_at, visibility, openapi)
+
+    async def forget_model(self, name: str) -> None:
+        await asyncio.to_thread(self.catalog.forget, name)
+
     # ------------------------------------------------------------------ HTTP
 
     async def __call__(self, request: Request) -> Response:
         self._start_loops()
         scope = request.scope
-        caller = await self.auth.check(dict(scope["headers"]).get(b"authorization"))
+        # Tokenless callers get as far as the models routes, which show them the public models.
+        caller = await self.auth.check(dict(scope["headers"]).get(b"authorization"), public=True)
         if isinstance(caller, Response):
             return caller
         path = scope["path"].removeprefix(scope.get("root_path", "")).rstrip("/") or "/"
         parts = path.strip("/").split("/")
         method = request.method
+        if method == "POST" and (parts == ["predictions"] or (len(parts) == 4 and parts[0] in ("models", "deployments")
+                                                             and parts[3] == "predictions")):
+            return await self.forwarder.create(request, caller, *parts[1:3])
+        if parts[0] == "models" and method == "GET":
+            return await self._models(request, parts[1:], caller)
+        if caller is ANONYMOUS:
+            return unauthorized()
         if caller.token_id is not None and self.tokens.due({caller.token_id}):  # "last used", every TOUCH_EVERY_S
             asyncio.get_running_loop().run_in_executor(None, self.tokens.touch, {caller.token_id})
         if parts[0] == "predictions":
@@ -159,11 +181,43 @@ class ControlServer:
             if method != "GET":
                 return method_not_allowed(method, ROUTE + path, "GET")
             return json_response({"key": self._secret}) if caller.admin else forbidden("Reading the webhook secret")
+        if parts[0] == "models":
+            return method_not_allowed(method, ROUTE + path, "GET")
         return error_response(
             404, "Not found",
-            f"No route {ROUTE}{path}. The records API serves GET /v1/predictions, GET /v1/predictions/{{id}}, "
-            "POST /v1/predictions/{id}/cancel, GET /v1/predictions/{id}/stream and GET /v1/webhooks/default/secret",
+            f"No route {ROUTE}{path}. /v1 serves GET /v1/predictions, GET /v1/predictions/{{id}}, "
+            "POST /v1/predictions/{id}/cancel, GET /v1/predictions/{id}/stream, GET /v1/webhooks/default/secret, "
+            "GET /v1/models, GET /v1/models/lambdaml/{name} and GET /v1/models/lambdaml/{name}/versions[/{id}]",
         )
+
+    async def _models(self, request: Request, parts: list[str], caller: Caller) -> Response:
+        """``GET /v1/models[/{owner}/{name}[/versions[/{id}]]]``, Replicate's shapes (``lambdaml.control.v1``)."""
+        base = base_url(dict(request.scope["headers"]))
+        if not parts:
+            found = await asyncio.to_thread(self.catalog.models)
+            shown = [model for model in found if caller is not ANONYMOUS or model["visibility"] == "public"]
+            latest = [await self._latest(model["name"], model["version"]) for model in shown]
+            return v1.page([v1.model_json(base, model, version) for model, version in zip(shown, latest)])
+        name = v1.model_name(parts[0], parts[1]) if len(parts) >= 2 else None
+        found = await asyncio.to_thread(self.catalog.models, name) if name else []
+        if not found or len(parts) > 4 or (len(parts) >= 3 and parts[2] != "versions"):
+            return unauthorized() if caller is ANONYMOUS else v1.not_found("/".join(parts[:2]))
+        model = found[0]
+        if caller is ANONYMOUS and model["visibility"] != "public":
+            return unauthorized()
+        if len(parts) == 2:
+            return json_response(v1.model_json(base, model, await self._latest(name, model["version"])))
+        rows = await asyncio.to_thread(self.catalog.versions, name, parts[3] if len(parts) == 4 else None)
+        if len(parts) == 3:
+            return v1.page([v1.version_json(row) for row in rows])
+        if not rows:
+            return error_response(404, "Not found", f"{v1.OWNER}/{name} has no version {parts[3]!r}.")
+        return json_response(v1.version_json(rows[0]))
+
+    async def _latest(self, name: str, version: str) -> dict[str, Any] | None:
+        """The version a model runs now (Replicate's ``latest_version``)."""
+        rows = await asyncio.to_thread(self.catalog.versions, name, version)
+        return rows[0] if rows else None
 
     async def _owned(self, prediction_id: str, caller: Caller) -> dict[str, Any] | None:
         """The record if this caller may see it (its own, or any for an admin): another's is as good as absent."""
@@ -172,15 +226,16 @@ class ControlServer:
 
     async def _get(self, prediction_id: str, caller: Caller) -> Response:
         record = await self._owned(prediction_id, caller)
-        return _not_found(prediction_id) if record is None else json_response(record)
+        return _not_found(prediction_id) if record is None else json_response(v1.prediction_json(record))
 
     async def _cancel(self, prediction_id: str, caller: Caller) -> Response:
         record = await self._owned(prediction_id, caller) and await self.cancel(prediction_id)
-        return _not_found(prediction_id) if record is None else json_response(record)
+        return _not_found(prediction_id) if record is None else json_response(v1.prediction_json(record))
 
     async def _list(self, request: Request, caller: Caller) -> Response:
         query = request.query_params
         model, cursor, token = query.get("model") or None, query.get("cursor") or None, query.get("token") or None
+        model = model and model.removeprefix(f"{v1.OWNER}/")  # lambdaml/hello, as /v1 shows it, or hello
         if not caller.admin:  # a predict token lists what it created, and nothing else
             token = caller.token_id
         try:
@@ -196,7 +251,8 @@ class ControlServer:
                 return None
             return f"{here}?{urllib.parse.urlencode({**filters, 'cursor': page_cursor})}"
 
-        return json_response({"next": link(after), "previous": link(before), "results": results})
+        shown = [v1.prediction_json(record) for record in results]
+        return json_response({"next": link(after), "previous": link(before), "results": shown})
 
     async def _stream(self, prediction_id: str, caller: Caller) -> Response:
         record = await self._owned(prediction_id, caller)
@@ -217,7 +273,7 @@ class ControlServer:
             if record["status"] in FINAL:
                 if record["status"] != "succeeded":
                     fresh.append(("error", {"detail": record.get("error")}))
-                fresh.append(("done", record))
+                fresh.append(("done", v1.prediction_json(record)))
             for event, data in fresh:
                 event_id += 1
                 yield f"id: {event_id}\n".encode() + sse(event, data)

@@ -81,3 +81,22 @@ tokens = sa.Table(
     sa.Column("last_used_ts", sa.Float),
     sa.Column("revoked_at", sa.String),
 )
+# The models the cluster runs and every version deployed, as /v1 describes them (Replicate's models API),
+# written at deploy time so that describing a model never loads its code or wakes a replica.
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("version", sa.String, nullable=False),  # the one running now
+    sa.Column("visibility", sa.String, nullable=False),  # "private" or "public"
+    sa.Column("deployed_at", sa.String, nullable=False),
+    sa.Column("deleted_at", sa.String),  # deleted models stay, so their records keep a model to point to
+)
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("model", sa.String, primary_key=True),
+    sa.Column("version", sa.String, primary_key=True),
+    sa.Column("created_at", sa.String, nullable=False),
+    sa.Column("openapi", JSON),  # the model's OpenAPI document (None for artifacts made before it was kept)
+)

@@ -39,7 +39,7 @@ from lambdaml.serve.metrics import ModelMetrics
 from lambdaml.package import unpack
 from lambdaml.serve.runtime import ModelRuntime
 from lambdaml.serve.tracker import CALLER_WENT_AWAY, CANCELED_BY_CALLER, FINAL, SHUT_DOWN, Flight, Tracker
-from lambdaml.control.auth import OPEN, Caller, published_watcher
+from lambdaml.control.auth import ANONYMOUS, OPEN, Caller, published_watcher, unauthorized
 from lambdaml._openapi import openapi
 from lambdaml.schema import ID_RULE, PREDICTION_ID
 
@@ -146,7 +146,23 @@ class ModelServer:
     ) -> Response:
         """``POST /predictions`` and ``PUT /predictions/{id}``: hold the caller up to the hold, else 202."""
         try:
-            body = self.runtime.parse(await read_body(request, headers.get(b"content-length"), self._max_body))
+            raw = await read_body(request, headers.get(b"content-length"), self._max_body)
+        except BodyTooLarge as exc:
+            return too_large_response(exc, self._max_body)
+        return await self._create(raw, headers, caller, path_id)
+
+    async def create_forwarded(self, raw: bytes, headers: dict[bytes, bytes], caller: Caller) -> tuple[int, bytes]:
+        """Handle path of ``POST /v1/.../predictions`` (``lambdaml.control.forward``, which checked the token):
+        the answer's status and JSON body."""
+        if caller == ANONYMOUS and not self._public:  # compared by value: it crossed a handle call
+            answer = unauthorized()
+        else:
+            answer = await self._create(raw, headers, caller)
+        return answer.status_code, answer.body
+
+    async def _create(self, raw: bytes, headers: dict[bytes, bytes], caller: Caller, path_id: str | None = None) -> Response:
+        try:
+            body = self.runtime.parse(raw)
             hold = hold_seconds(headers.get(b"prefer"), self._sync_wait)
             deadline = cancel_after(headers.get(b"cancel-after"))
             prediction_id = self._chosen_id(body, path_id)
@@ -154,8 +170,6 @@ class ModelServer:
                 _check_webhook(body.webhook)
         except InputError as exc:
             return invalid_response(exc)
-        except BodyTooLarge as exc:
-            return too_large_response(exc, self._max_body)
         if self.tracker.doomed:  # a predict that will not stop holds the slot: another replica must take it
             return error_response(503, "Replica being replaced", "This replica is being replaced; try again.", {"Retry-After": "1"})
         input_hash = _input_hash(body.input) if prediction_id is not None else ""

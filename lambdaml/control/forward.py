@@ -1,0 +1,91 @@
+"""Starting a prediction through ``/v1``: find the model, hand the request to one of its replicas, answer as Replicate.
+
+The control application has checked the token; the replica does everything else a
+``POST /{name}/predictions`` does (validation, the hold, the record, webhooks), reached
+through a Serve handle call between applications (``ModelServer.create_forwarded``), so
+the request is not sent through the HTTP ingress a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lambdaml._http import BodyTooLarge, error_response, invalid_response, json_response, read_body, too_large_response
+from lambdaml._settings import max_request_bytes
+from lambdaml.control import v1
+from lambdaml.control.auth import ANONYMOUS, Caller, unauthorized
+from lambdaml.control.catalog import Catalog
+from lambdaml.errors import InputError
+
+
+class Forwarder:
+    """``POST /v1/models/{owner}/{name}/predictions``, ``/v1/deployments/...`` and ``/v1/predictions``."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._handles: dict[str, Any] = {}
+        self._max_body = max_request_bytes()
+
+    async def create(self, request: Request, caller: Caller, owner: str | None = None, name: str | None = None) -> Response:
+        """A new prediction of ``owner/name``, or (both None) of the model ``version`` in the body names."""
+        headers = dict(request.scope["headers"])
+        try:
+            raw = await read_body(request, headers.get(b"content-length"), self._max_body)
+            body, version = v1.request_body(raw, takes_version=name is None)
+            prefer = v1.wait_preference(headers.get(b"prefer"))
+            version_id = None
+            if version is not None:
+                name, version_id = v1.parse_version(version)
+            elif owner is not None and v1.model_name(owner, name or "") is None:
+                name = None  # another owner's model: not here
+        except InputError as exc:
+            return invalid_response(exc)
+        except BodyTooLarge as exc:
+            return too_large_response(exc, self._max_body)
+        model = await self._model(name, version_id)
+        if model is None:
+            return unauthorized() if caller is ANONYMOUS else _no_model(owner, name, version)
+        if version_id is not None and version_id != model["version"]:
+            return invalid_response(InputError(
+                f"{v1.OWNER}/{model['name']} runs version {model['version']}, not {version_id}: lambdaml runs one "
+                f"version of a model at a time (`lambdaml rollback {model['name']} {version_id}` brings it back).",
+                [{"field": "version", "message": "not the version running"}],
+            ))
+        forwarded = {**headers, b"prefer": prefer}
+        forwarded.pop(b"accept", None)  # streams are read from urls.stream
+        try:
+            status, answer = await self._handle(model["name"]).create_forwarded.remote(json.dumps(body).encode(), forwarded, caller)
+        except Exception as exc:  # the model's application is being replaced or deleted
+            return error_response(503, "Model unavailable", f"{v1.OWNER}/{model['name']} cannot take predictions now: {exc}",
+                                  {"Retry-After": "1"})
+        if status not in (200, 202):
+            return Response(answer, status, media_type="application/json")  # lambdaml's error, in Replicate's shape
+        return json_response(v1.prediction_json(json.loads(answer), created=True), 201)
+
+    async def _model(self, name: str | None, version_id: str | None) -> dict[str, Any] | None:
+        """The running model of that name, or the one running that version."""
+        if name is not None:
+            found = await asyncio.to_thread(self._catalog.models, name)
+        elif version_id is not None:
+            found = [model for model in await asyncio.to_thread(self._catalog.models) if model["version"] == version_id]
+        else:
+            found = []
+        return found[0] if found else None
+
+    def _handle(self, name: str) -> Any:
+        if name not in self._handles:
+            from ray import serve
+
+            self._handles[name] = serve.get_app_handle(name)
+        return self._handles[name]
+
+
+def _no_model(owner: str | None, name: str | None, version: str | None) -> Response:
+    if version is not None:
+        return error_response(404, "Not found", f"No deployed model runs version {version!r}. `lambdaml ls` lists the models.")
+    return v1.not_found(f"{owner}/{name}")
