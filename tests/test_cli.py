@@ -107,10 +107,10 @@ def test_logs_follow_prints_lines_as_the_replica_writes_them(deployed_cli):
     follower = subprocess.Popen([sys.executable, "-m", "lambdaml.cli", "logs", "cli-shout", "--follow", "--tail", "1"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        time.sleep(3)  # it has read the log's end: what it prints from now on was written after it started
-        assert cli("predict", "cli-shout", "-i", f"text={marker}")[0] == 0
         lines = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()
+        lines.get(timeout=60)  # the log's last line: it is following now, so what it prints next was written later
+        assert cli("predict", "cli-shout", "-i", f"text={marker}")[0] == 0
         deadline = time.monotonic() + 60
         while marker not in (line := lines.get(timeout=max(0.1, deadline - time.monotonic()))):
             assert time.monotonic() < deadline, line
