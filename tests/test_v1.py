@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -10,9 +14,10 @@ import httpx
 import pytest
 import replicate
 from replicate.exceptions import ReplicateError
+from replicate.helpers import FileOutput
 from replicate.run import _has_output_iterator_array_type
 
-from lambdaml import Input, model
+from lambdaml import Input, Path, model
 from lambdaml.control import app as control
 from lambdaml.control.v1 import cog_schema
 from lambdaml.deploy import app_status
@@ -32,6 +37,13 @@ def v1_count(count: int = 3) -> Iterator[int]:
     yield from range(count)
 
 
+@model(name="v1-flip", cpu=0.1, min=0)
+def v1_flip(data: Path = Input(description="Any small file")) -> Path:
+    flipped = pathlib.Path(tempfile.mkdtemp()) / "flipped.bin"
+    flipped.write_bytes(data.read_bytes()[::-1])
+    return flipped
+
+
 @pytest.fixture(scope="module")
 def hook(cluster):
     """A webhook receiver on loopback, allowed for the models and the control application (restarted to see it)."""
@@ -48,12 +60,13 @@ def hook(cluster):
 
 @pytest.fixture(scope="module")
 def deployed(cluster, hook):
-    """Both models deployed and tokens on: ``(base URL, hello's version, count's version, admin token)``."""
+    """The models deployed and tokens on: ``(base URL, hello's version, count's version, admin token, predict token)``."""
     hello, counting = v1_hello.deploy(), v1_count.deploy()
-    with tokens_on(cluster.http_url, "/v1-hello/predictions") as ((_, admin), _):
-        yield cluster.http_url, hello.version, counting.version, admin
-    v1_hello.delete()
-    v1_count.delete()
+    v1_flip.deploy()
+    with tokens_on(cluster.http_url, "/v1-hello/predictions") as ((_, admin), (_, user)):
+        yield cluster.http_url, hello.version, counting.version, admin, user
+    for deployed_model in (v1_hello, v1_count, v1_flip):
+        deployed_model.delete()
 
 
 def test_a_generator_output_is_marked_as_cog_marks_iterators():
@@ -70,7 +83,7 @@ def test_a_generator_output_is_marked_as_cog_marks_iterators():
 
 
 def test_the_official_client_reads_models_and_versions(deployed):
-    base, hello_version, words_version, admin = deployed
+    base, hello_version, words_version, admin, _ = deployed
     client = replicate.Client(api_token=admin, base_url=base)
     hello = client.models.get("lambdaml/v1-hello")
     assert (hello.owner, hello.name, hello.visibility) == ("lambdaml", "v1-hello", "private")
@@ -90,7 +103,7 @@ def test_the_official_client_reads_models_and_versions(deployed):
 
 
 def test_unknown_models_and_versions_are_404s_the_client_raises(deployed):
-    base, _, _, admin = deployed
+    base, _, _, admin, _ = deployed
     client = replicate.Client(api_token=admin, base_url=base)
     for reference in ("lambdaml/no-such-model", "someone-else/v1-hello"):
         with pytest.raises(ReplicateError) as raised:
@@ -104,7 +117,7 @@ def test_unknown_models_and_versions_are_404s_the_client_raises(deployed):
 
 
 def test_without_a_token_only_public_models_are_shown(deployed):
-    base, _, _, _ = deployed
+    base, *_ = deployed
     refused = [httpx.get(f"{base}/v1/models/lambdaml/{name}") for name in ("v1-hello", "no-such-model")]
     assert [answer.status_code for answer in refused] == [401, 401]
     assert refused[0].json() == refused[1].json()  # a private model and a missing one look the same
@@ -120,7 +133,7 @@ def test_without_a_token_only_public_models_are_shown(deployed):
 
 
 def test_run_count_follows_the_records_and_a_deleted_model_leaves(deployed, cluster):
-    base, _, _, admin = deployed
+    base, _, _, admin, _ = deployed
     headers = {"Authorization": f"Bearer {admin}"}
 
     def run_count() -> int:
@@ -137,7 +150,7 @@ def test_run_count_follows_the_records_and_a_deleted_model_leaves(deployed, clus
 
 
 def test_replicate_run_returns_outputs_and_iterators(deployed):
-    base, hello_version, count_version, admin = deployed
+    base, hello_version, count_version, admin, _ = deployed
     client = replicate.Client(api_token=admin, base_url=base)
     assert client.run("lambdaml/v1-hello", input={"name": "grace"}) == "hello grace"
     assert client.run(f"lambdaml/v1-hello:{hello_version}", input={"name": "ada"}) == "hello ada"
@@ -147,7 +160,7 @@ def test_replicate_run_returns_outputs_and_iterators(deployed):
 
 
 def test_predictions_create_wait_reload_cancel_get_and_list(deployed):
-    base, hello_version, _, admin = deployed
+    base, hello_version, _, admin, _ = deployed
     client = replicate.Client(api_token=admin, base_url=base)
     started = client.predictions.create(model="lambdaml/v1-hello", input={"name": "ada", "delay": 0.5})
     assert started.status == "starting" and (started.model, started.version) == ("lambdaml/v1-hello", hello_version)
@@ -172,7 +185,7 @@ def test_predictions_create_wait_reload_cancel_get_and_list(deployed):
 
 
 def test_the_deployments_and_version_routes_and_prefer_wait(deployed):
-    base, hello_version, _, admin = deployed
+    base, hello_version, _, admin, _ = deployed
     headers = {"Authorization": f"Bearer {admin}", "Prefer": "wait=30"}
     for url, body in (
         (f"{base}/v1/deployments/lambdaml/v1-hello/predictions", {"input": {"name": "d"}}),
@@ -184,7 +197,7 @@ def test_the_deployments_and_version_routes_and_prefer_wait(deployed):
 
 
 def test_bad_requests_through_v1_are_clear_4xx(deployed):
-    base, hello_version, _, admin = deployed
+    base, hello_version, _, admin, _ = deployed
     client = replicate.Client(api_token=admin, base_url=base)
     cases = {
         404: [lambda: client.run("lambdaml/no-such-model", input={}),
@@ -213,17 +226,23 @@ def test_bad_requests_through_v1_are_clear_4xx(deployed):
 
 
 def test_replicate_stream_gets_the_items_as_server_sent_events(deployed):
-    base, _, _, admin = deployed
+    base, _, _, admin, _ = deployed
     client = replicate.Client(api_token=admin, base_url=base)
     events = list(client.stream("lambdaml/v1-count", input={"count": 3}))
     assert [str(event) for event in events if event.event.value == "output"] == ["0", "1", "2"]
     assert events[-1].event.value == "done"
     with pytest.raises(ReplicateError, match="does not support streaming"):  # not a generator: no urls.stream
         list(client.stream("lambdaml/v1-hello", input={}))
+    # urls.stream is readable without a token (the JavaScript client sends none), by its key alone.
+    made = client.predictions.create(model="lambdaml/v1-count", input={"count": 1})
+    keyed, bare = made.urls["stream"], made.urls["stream"].partition("?")[0]
+    events = httpx.get(keyed, timeout=30).text
+    assert "?key=" in keyed and "event: output" in events and "event: done" in events
+    assert [httpx.get(url).status_code for url in (bare, bare + "?key=" + "0" * 32)] == [401, 401]
 
 
 def test_webhooks_verify_with_the_clients_own_helper(deployed, hook):
-    base, _, _, admin = deployed
+    base, _, _, admin, _ = deployed
     client = replicate.Client(api_token=admin, base_url=base)
     made = client.predictions.create(model="lambdaml/v1-hello", input={"name": "hook"}, webhook=hook.url("/v1-done"),
                                      webhook_events_filter=["completed"])
@@ -234,3 +253,68 @@ def test_webhooks_verify_with_the_clients_own_helper(deployed, hook):
     assert call.body["id"] == made.id and call.body["status"] == "succeeded" and call.body["output"] == "hello hook"
     with pytest.raises(Exception, match="(?i)signature"):
         replicate.webhooks.validate(headers=call.headers, body=call.raw.replace("hook", "hack"), secret=secret)
+
+
+def test_local_files_are_uploaded_to_v1_files_and_file_outputs_come_back_readable(deployed, tmp_path):
+    base, _, _, admin, user_token = deployed
+    client = replicate.Client(api_token=admin, base_url=base)
+    source = tmp_path / "in.bin"
+    source.write_bytes(b"lambdaml" * 100)
+    with source.open("rb") as file:
+        output = client.run("lambdaml/v1-flip", input={"data": file})  # the client uploads it with POST /v1/files
+    assert isinstance(output, FileOutput) and output.read() == source.read_bytes()[::-1]  # a data: URI
+    (uploaded,) = [f for f in client.files.list() if f.name == "in.bin"]
+    assert uploaded.size == 800 and uploaded.urls["get"] == f"{base}/v1/files/{uploaded.id}" and uploaded.expires_at
+    assert client.files.get(uploaded.id).checksums["sha256"] == uploaded.checksums["sha256"]
+    # Another caller can neither see the file nor use it as an input.
+    user = replicate.Client(api_token=user_token, base_url=base)
+    with pytest.raises(ReplicateError) as raised:
+        user.files.get(uploaded.id)
+    assert raised.value.status == 404
+    with pytest.raises(ReplicateError) as raised:
+        user.run("lambdaml/v1-flip", input={"data": uploaded.urls["get"]})
+    assert raised.value.status == 422 and "data: no uploaded file" in raised.value.detail
+    assert client.files.delete(uploaded.id)
+    with pytest.raises(ReplicateError) as raised:
+        client.run("lambdaml/v1-flip", input={"data": uploaded.urls["get"]})
+    assert raised.value.status == 422 and uploaded.id in raised.value.detail
+
+
+def test_bad_uploads_are_clear_4xx(deployed):
+    base, _, _, admin, _ = deployed
+    headers = {"Authorization": f"Bearer {admin}"}
+    too_big = httpx.post(f"{base}/v1/files", files={"content": ("big.bin", b"x" * (2 * 1024 * 1024))}, headers=headers)
+    assert too_big.status_code == 413 and "as a URL" in too_big.json()["detail"]
+    for answer in (
+        httpx.post(f"{base}/v1/files", files={"other": ("a.txt", b"a")}, headers=headers),
+        httpx.post(f"{base}/v1/files", content=b"not a form", headers={**headers, "Content-Type": "text/plain"}),
+        httpx.post(f"{base}/v1/files", files={"content": ("a.txt", b"a")}, data={"metadata": "{nope"}, headers=headers),
+    ):
+        assert answer.status_code == 422 and answer.json()["invalid_fields"], answer.text
+    assert httpx.post(f"{base}/v1/files", files={"content": ("a.txt", b"a")}).status_code == 401
+    assert httpx.get(f"{base}/v1/files/nope", headers=headers).status_code == 404
+    assert httpx.put(f"{base}/v1/files/nope", headers=headers).status_code == 405
+
+
+@pytest.fixture(scope="module")
+def javascript_client():
+    """tests/js with the official JavaScript client installed from npm (the version package-lock.json pins)."""
+    folder = pathlib.Path(__file__).parent / "js"
+    if not (folder / "node_modules" / "replicate").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True, capture_output=True, timeout=300)
+    return folder
+
+
+def test_the_official_javascript_client_runs_creates_cancels_and_streams(deployed, javascript_client):
+    base, _, _, admin, _ = deployed
+    env = {**os.environ, "LAMBDAML_V1": f"{base}/v1", "TOKEN": admin}  # the JS client's base URL ends in /v1
+    done = subprocess.run(["node", "replicate_client.mjs"], cwd=javascript_client, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[:1500]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["run"] == "hello js" and seen["iterator"] == [0, 1, 2] and seen["file"] == "edon morf"
+    assert seen["created"] == {"status": "starting", "model": "lambdaml/v1-hello", "output": "hello poll"}
+    assert seen["canceled"] in ("starting", "processing", "canceled")
+    assert [event for event in seen["stream"] if event[0] == "output"] == [["output", "0"], ["output", "1"], ["output", "2"]]
+    assert seen["stream"][-1][0] == "done"
+    assert seen["invalid"]["status"] == 422 and "name" in seen["invalid"]["message"]

@@ -27,8 +27,9 @@ from lambdaml._settings import CONTROL_APP, auth_required, retention
 from lambdaml.serve.streams import sse
 from lambdaml.serve.tracker import CANCELED_BY_CALLER, FINAL
 from lambdaml.control import v1
-from lambdaml.control.auth import ANONYMOUS, AuthWatcher, Caller, forbidden, publish, unauthorized
+from lambdaml.control.auth import ANONYMOUS, OPEN, AuthWatcher, Caller, StreamKeys, forbidden, publish, unauthorized
 from lambdaml.control.catalog import Catalog
+from lambdaml.control.files import FileRoutes, Uploads, file_retention
 from lambdaml.control.forward import Forwarder
 from lambdaml.control.records import Records, database_url
 from lambdaml.control.tokens import AuthState, Tokens
@@ -51,13 +52,17 @@ def _not_found(prediction_id: str) -> Response:
 class ControlServer:
     """One replica of the control application."""
 
-    def __init__(self, database: str, retention_s: float, allowed_hosts: str | None = None, auth_required: bool = False):
+    def __init__(self, database: str, retention_s: float, allowed_hosts: str | None = None, auth_required: bool = False,
+                 file_retention_s: float = 86400.0):
         if allowed_hosts:  # webhook receivers the operator allows on internal addresses (lambdaml._urls)
             os.environ["LAMBDAML_ALLOWED_HOSTS"] = allowed_hosts
         self.records = Records(database)
         self.tokens = Tokens(self.records)
         self.catalog = Catalog(self.records)
-        self.forwarder = Forwarder(self.catalog)
+        self.uploads = Uploads(self.records, file_retention_s)
+        self.files = FileRoutes(self.uploads)
+        self.stream_keys = StreamKeys(self.records.setting("stream_secret", new_secret))
+        self.forwarder = Forwarder(self.catalog, self.files, self.stream_keys)
         self._auth_required = auth_required  # LAMBDAML_AUTH=required: a token is needed even before one exists
         self.auth = AuthWatcher(self._read_auth_state)
         self._published: AuthState | None = None
@@ -85,6 +90,7 @@ class ControlServer:
 
     async def _expire(self) -> None:
         await asyncio.to_thread(self.records.expire, self._retention)
+        await asyncio.to_thread(self.uploads.expire)
 
     async def check_health(self) -> None:
         self._start_loops()  # Serve probes every few seconds: the loops start even before any call
@@ -165,6 +171,9 @@ class ControlServer:
         if parts[0] == "models" and method == "GET":
             return await self._models(request, parts[1:], caller)
         if caller is ANONYMOUS:
+            if (len(parts) == 3 and parts[0] == "predictions" and parts[2] == "stream" and method == "GET"
+                    and self.stream_keys.valid(parts[1], request.query_params.get("key"))):
+                return await self._stream(parts[1], OPEN)  # the URL is the capability, as Replicate's stream URLs are
             return unauthorized()
         if caller.token_id is not None and self.tokens.due({caller.token_id}):  # "last used", every TOUCH_EVERY_S
             asyncio.get_running_loop().run_in_executor(None, self.tokens.touch, {caller.token_id})
@@ -177,6 +186,8 @@ class ControlServer:
                 return await self._cancel(parts[1], caller) if method == "POST" else method_not_allowed(method, ROUTE + path, "POST")
             if len(parts) == 3 and parts[2] == "stream":
                 return await self._stream(parts[1], caller) if method == "GET" else method_not_allowed(method, ROUTE + path, "GET")
+        if parts[0] == "files":
+            return await self.files.handle(request, caller, parts)
         if parts == ["webhooks", "default", "secret"]:
             if method != "GET":
                 return method_not_allowed(method, ROUTE + path, "GET")
@@ -187,7 +198,8 @@ class ControlServer:
             404, "Not found",
             f"No route {ROUTE}{path}. /v1 serves GET /v1/predictions, GET /v1/predictions/{{id}}, "
             "POST /v1/predictions/{id}/cancel, GET /v1/predictions/{id}/stream, GET /v1/webhooks/default/secret, "
-            "GET /v1/models, GET /v1/models/lambdaml/{name} and GET /v1/models/lambdaml/{name}/versions[/{id}]",
+            "GET /v1/models, GET /v1/models/lambdaml/{name}, GET /v1/models/lambdaml/{name}/versions[/{id}], "
+            "POST /v1/files and GET or DELETE /v1/files/{id}",
         )
 
     async def _models(self, request: Request, parts: list[str], caller: Caller) -> Response:
@@ -226,11 +238,11 @@ class ControlServer:
 
     async def _get(self, prediction_id: str, caller: Caller) -> Response:
         record = await self._owned(prediction_id, caller)
-        return _not_found(prediction_id) if record is None else json_response(v1.prediction_json(record))
+        return _not_found(prediction_id) if record is None else json_response(v1.prediction_json(record, self.stream_keys))
 
     async def _cancel(self, prediction_id: str, caller: Caller) -> Response:
         record = await self._owned(prediction_id, caller) and await self.cancel(prediction_id)
-        return _not_found(prediction_id) if record is None else json_response(v1.prediction_json(record))
+        return _not_found(prediction_id) if record is None else json_response(v1.prediction_json(record, self.stream_keys))
 
     async def _list(self, request: Request, caller: Caller) -> Response:
         query = request.query_params
@@ -251,7 +263,7 @@ class ControlServer:
                 return None
             return f"{here}?{urllib.parse.urlencode({**filters, 'cursor': page_cursor})}"
 
-        shown = [v1.prediction_json(record) for record in results]
+        shown = [v1.prediction_json(record, self.stream_keys) for record in results]
         return json_response({"next": link(after), "previous": link(before), "results": shown})
 
     async def _stream(self, prediction_id: str, caller: Caller) -> Response:
@@ -273,7 +285,7 @@ class ControlServer:
             if record["status"] in FINAL:
                 if record["status"] != "succeeded":
                     fresh.append(("error", {"detail": record.get("error")}))
-                fresh.append(("done", v1.prediction_json(record)))
+                fresh.append(("done", v1.prediction_json(record, self.stream_keys)))
             for event, data in fresh:
                 event_id += 1
                 yield f"id: {event_id}\n".encode() + sse(event, data)
@@ -310,7 +322,8 @@ def application(database: str | None = None) -> Any:
         # competes with models for room.
         ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
         health_check_period_s=2,
-    ).bind(database or database_url(), retention(), os.environ.get("LAMBDAML_ALLOWED_HOSTS"), auth_required())
+    ).bind(database or database_url(), retention(), os.environ.get("LAMBDAML_ALLOWED_HOSTS"), auth_required(),
+           file_retention())
 
 
 def ensure_running(database: str | None = None, replace: bool = False) -> None:

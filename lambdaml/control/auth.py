@@ -12,6 +12,8 @@ about a second. The state is hashes only: the tokens themselves are nowhere.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -168,3 +170,21 @@ class AuthWatcher:
                     warned = time.monotonic()
                     logger.warning(f"lambdaml: cannot read the API tokens from the control application yet: {exc}")
             await asyncio.sleep(REFRESH_S)
+
+
+class StreamKeys:
+    """The key in a ``/v1`` prediction's ``urls.stream``: that URL is readable without a token.
+
+    The JavaScript client reads ``urls.stream`` without its token, as Replicate's stream URLs
+    are capabilities; so ``/v1`` shows the URL with ``?key=``, an HMAC of the prediction id
+    under a secret kept in the records database, and the stream route takes either.
+    """
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret.encode()
+
+    def sign(self, prediction_id: str) -> str:
+        return hmac.new(self._secret, prediction_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def valid(self, prediction_id: str, key: str | None) -> bool:
+        return bool(key) and hmac.compare_digest(self.sign(prediction_id), key)

@@ -15,19 +15,22 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lambdaml._http import BodyTooLarge, error_response, invalid_response, json_response, read_body, too_large_response
+from lambdaml._http import BodyTooLarge, base_url, error_response, invalid_response, json_response, read_body, too_large_response
 from lambdaml._settings import max_request_bytes
 from lambdaml.control import v1
-from lambdaml.control.auth import ANONYMOUS, Caller, unauthorized
+from lambdaml.control.auth import ANONYMOUS, Caller, StreamKeys, unauthorized
 from lambdaml.control.catalog import Catalog
+from lambdaml.control.files import FileRoutes
 from lambdaml.errors import InputError
 
 
 class Forwarder:
     """``POST /v1/models/{owner}/{name}/predictions``, ``/v1/deployments/...`` and ``/v1/predictions``."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, files: FileRoutes, keys: StreamKeys) -> None:
         self._catalog = catalog
+        self._keys = keys
+        self._files = files  # inputs naming files uploaded to /v1/files get their contents in place
         self._handles: dict[str, Any] = {}
         self._max_body = max_request_bytes()
 
@@ -56,6 +59,11 @@ class Forwarder:
                 f"version of a model at a time (`lambdaml rollback {model['name']} {version_id}` brings it back).",
                 [{"field": "version", "message": "not the version running"}],
             ))
+        if isinstance(body["input"], dict):  # else the replica says what is wrong with it
+            try:
+                body["input"] = await self._files.resolve(body["input"], base_url(headers), caller)
+            except InputError as exc:
+                return invalid_response(exc)
         forwarded = {**headers, b"prefer": prefer}
         forwarded.pop(b"accept", None)  # streams are read from urls.stream
         try:
@@ -65,7 +73,7 @@ class Forwarder:
                                   {"Retry-After": "1"})
         if status not in (200, 202):
             return Response(answer, status, media_type="application/json")  # lambdaml's error, in Replicate's shape
-        return json_response(v1.prediction_json(json.loads(answer), created=True), 201)
+        return json_response(v1.prediction_json(json.loads(answer), self._keys, created=True), 201)
 
     async def _model(self, name: str | None, version_id: str | None) -> dict[str, Any] | None:
         """The running model of that name, or the one running that version."""

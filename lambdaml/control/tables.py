@@ -100,3 +100,20 @@ model_versions = sa.Table(
     sa.Column("created_at", sa.String, nullable=False),
     sa.Column("openapi", JSON),  # the model's OpenAPI document (None for artifacts made before it was kept)
 )
+# Files uploaded through /v1/files (Replicate's files API: the official clients upload local files given as inputs).
+uploads = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),  # random: knowing it is part of being allowed to use the file
+    sa.Column("name", sa.String, nullable=False),
+    sa.Column("content_type", sa.String, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String, nullable=False),
+    sa.Column("md5", sa.String, nullable=False),
+    sa.Column("file_metadata", JSON),
+    sa.Column("created_at", sa.String, nullable=False),
+    sa.Column("expires_ts", sa.Float, nullable=False),
+    sa.Column("token_id", sa.String),  # the token that uploaded it: only it (or an admin) may use it
+    sa.Column("content", sa.LargeBinary, nullable=False),
+    sa.Index("files_expires", "expires_ts"),
+)

@@ -20,6 +20,7 @@ from typing import Any
 from starlette.responses import Response
 
 from lambdaml._http import error_response, hold_seconds, json_response
+from lambdaml.control.auth import StreamKeys
 from lambdaml.errors import InputError
 from lambdaml.serve.tracker import FINAL
 
@@ -144,13 +145,16 @@ def parse_version(version: str) -> tuple[str | None, str | None]:
     )
 
 
-def prediction_json(record: dict[str, Any], created: bool = False) -> dict[str, Any]:
+def prediction_json(record: dict[str, Any], keys: StreamKeys, created: bool = False) -> dict[str, Any]:
     """A record as Replicate shows it: ``model`` as ``lambdaml/{name}``, ``urls`` without nulls.
 
-    ``created``: the answer to a create, where an unfinished prediction is ``starting``.
+    ``keys``: ``urls.stream`` carries its key (readable without a token, as the JavaScript
+    client reads it). ``created``: the answer to a create, where an unfinished prediction is ``starting``.
     """
     shown = {**record, "model": f"{OWNER}/{record['model']}"} if record.get("model") else dict(record)
     shown["urls"] = {key: url for key, url in (record.get("urls") or {}).items() if url}
+    if "stream" in shown["urls"]:
+        shown["urls"]["stream"] += f"?key={keys.sign(record['id'])}"
     if created and shown.get("status") not in FINAL:
         shown["status"] = "starting"
     return shown
