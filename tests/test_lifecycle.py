@@ -60,16 +60,10 @@ async def lc_async(seconds: float = Input(default=0.0, description="Sleep this l
 @pytest.fixture(scope="module")
 def receiver(cluster):
     """A webhook receiver on loopback, allowed as a webhook host for the models and the control app."""
-    from tests.webhook_receiver import Receiver
+    from tests.webhook_receiver import allowed_receiver
 
-    with Receiver() as hook:
-        before = os.environ.get("LAMBDAML_ALLOWED_HOSTS")
-        os.environ["LAMBDAML_ALLOWED_HOSTS"] = ",".join(filter(None, [before, hook.host]))
+    with allowed_receiver() as hook:
         yield hook
-        if before is None:
-            os.environ.pop("LAMBDAML_ALLOWED_HOSTS", None)
-        else:
-            os.environ["LAMBDAML_ALLOWED_HOSTS"] = before
 
 
 @dataclass(frozen=True)

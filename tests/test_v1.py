@@ -22,7 +22,7 @@ from lambdaml.control import app as control
 from lambdaml.control.v1 import cog_schema
 from lambdaml.deploy import app_status
 from tests.conftest import tokens_on, wait_until
-from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import allowed_receiver
 
 
 @model(name="v1-hello", cpu=0.1, min=1, concurrency=4)
@@ -47,15 +47,9 @@ def v1_flip(data: Path = Input(description="Any small file")) -> Path:
 @pytest.fixture(scope="module")
 def hook(cluster):
     """A webhook receiver on loopback, allowed for the models and the control application (restarted to see it)."""
-    with Receiver() as receiver:
-        before = os.environ.get("LAMBDAML_ALLOWED_HOSTS")
-        os.environ["LAMBDAML_ALLOWED_HOSTS"] = ",".join(filter(None, [before, receiver.host]))
+    with allowed_receiver() as receiver:
         control.ensure_running(replace=True)
         yield receiver
-        if before is None:
-            os.environ.pop("LAMBDAML_ALLOWED_HOSTS", None)
-        else:
-            os.environ["LAMBDAML_ALLOWED_HOSTS"] = before
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +304,7 @@ def test_the_official_javascript_client_runs_creates_cancels_and_streams(deploye
     env = {**os.environ, "LAMBDAML_V1": f"{base}/v1", "TOKEN": admin}  # the JS client's base URL ends in /v1
     done = subprocess.run(["node", "replicate_client.mjs"], cwd=javascript_client, env=env,
                           capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[:1500]
+    assert done.returncode == 0, done.stderr[:1500]  # the error, not the request object Node prints after it
     seen = json.loads(done.stdout.splitlines()[-1])
     assert seen["run"] == "hello js" and seen["iterator"] == [0, 1, 2] and seen["file"] == "edon morf"
     assert seen["created"] == {"status": "starting", "model": "lambdaml/v1-hello", "output": "hello poll"}

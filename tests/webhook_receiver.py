@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,3 +80,22 @@ class Receiver:
                 return calls
             time.sleep(0.05)
         raise AssertionError(f"the receiver did not get what was expected at {path} in {timeout} s: {self.calls(path)}")
+
+
+@contextlib.contextmanager
+def allowed_receiver() -> Iterator[Receiver]:
+    """A receiver whose loopback address is allowed as a webhook host (``LAMBDAML_ALLOWED_HOSTS``) while it runs.
+
+    Models deployed, and a control application started, meanwhile see it: they take the
+    variable when they start.
+    """
+    with Receiver() as receiver:
+        before = os.environ.get("LAMBDAML_ALLOWED_HOSTS")
+        os.environ["LAMBDAML_ALLOWED_HOSTS"] = ",".join(filter(None, [before, receiver.host]))
+        try:
+            yield receiver
+        finally:
+            if before is None:
+                os.environ.pop("LAMBDAML_ALLOWED_HOSTS", None)
+            else:
+                os.environ["LAMBDAML_ALLOWED_HOSTS"] = before
