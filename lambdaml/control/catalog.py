@@ -42,8 +42,12 @@ class Catalog:
         with self._records.write() as connection:
             connection.execute(sa.update(models).where(models.c.name == name).values(deleted_at=_clock.now()))
 
-    def models(self, name: str | None = None) -> list[dict[str, Any]]:
-        """The models running now (or just ``name``), by name, with their prediction counts."""
+    def models(self, name: str | None = None, counted: bool = True) -> list[dict[str, Any]]:
+        """The models running now (or just ``name``), by name, with their prediction counts (``counted``).
+
+        A create through /v1 only needs to find the model: it skips the count, a scan of the
+        model's records.
+        """
         query = sa.select(models).where(models.c.deleted_at.is_(None)).order_by(models.c.name)
         if name is not None:
             query = query.where(models.c.name == name)
@@ -52,6 +56,8 @@ class Catalog:
             counts = counts.where(predictions.c.model == name)
         with self._records.reader.connect() as connection:
             rows = [dict(row) for row in connection.execute(query).mappings()]
+            if not counted:
+                return rows
             run_counts = dict(connection.execute(counts).all()) if rows else {}
         return [{**row, "run_count": int(run_counts.get(row["name"], 0))} for row in rows]
 

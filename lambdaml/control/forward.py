@@ -78,9 +78,10 @@ class Forwarder:
     async def _model(self, name: str | None, version_id: str | None) -> dict[str, Any] | None:
         """The running model of that name, or the one running that version."""
         if name is not None:
-            found = await asyncio.to_thread(self._catalog.models, name)
+            found = await asyncio.to_thread(self._catalog.models, name, False)
         elif version_id is not None:
-            found = [model for model in await asyncio.to_thread(self._catalog.models) if model["version"] == version_id]
+            running = await asyncio.to_thread(self._catalog.models, None, False)
+            found = [model for model in running if model["version"] == version_id]
         else:
             found = []
         return found[0] if found else None
