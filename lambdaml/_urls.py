@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 SCHEMES = ("s3", "gs", "http", "https", "data")
+FILE_REFERENCE = "lambdaml-file"  # a file uploaded to /v1/files, signed by the control app (lambdaml.control.files)
 
 
 class RefusedURL(ValueError):
@@ -34,6 +35,8 @@ def check_syntax(url: str) -> str:
             f"{url[:200]!r} is a local path; send the file itself (a data: URI) or a URL "
             f"({', '.join(s + ':' for s in SCHEMES)})"
         )
+    if scheme == FILE_REFERENCE:  # not offered to callers: /v1 writes these, and only a signed one reads a file
+        return scheme
     if scheme not in SCHEMES:
         raise RefusedURL(f"the {scheme}: scheme is not supported; use one of {', '.join(s + ':' for s in SCHEMES)}")
     if scheme in ("s3", "gs", "http", "https"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
 import os
 import pathlib
@@ -44,6 +46,11 @@ def v1_flip(data: Path = Input(description="Any small file")) -> Path:
     return flipped
 
 
+@model(name="v1-digest", cpu=0.1, min=0)
+def v1_digest(data: Path = Input(description="Any file")) -> str:
+    return hashlib.sha256(data.read_bytes()).hexdigest()
+
+
 @pytest.fixture(scope="module")
 def hook(cluster):
     """A webhook receiver on loopback, allowed for the models and the control application (restarted to see it)."""
@@ -57,9 +64,10 @@ def deployed(cluster, hook):
     """The models deployed and tokens on: ``(base URL, hello's version, count's version, admin token, predict token)``."""
     hello, counting = v1_hello.deploy(), v1_count.deploy()
     v1_flip.deploy()
+    v1_digest.deploy()
     with tokens_on(cluster.http_url, "/v1-hello/predictions") as ((_, admin), (_, user)):
         yield cluster.http_url, hello.version, counting.version, admin, user
-    for deployed_model in (v1_hello, v1_count, v1_flip):
+    for deployed_model in (v1_hello, v1_count, v1_flip, v1_digest):
         deployed_model.delete()
 
 
@@ -274,11 +282,36 @@ def test_local_files_are_uploaded_to_v1_files_and_file_outputs_come_back_readabl
     assert raised.value.status == 422 and uploaded.id in raised.value.detail
 
 
+def test_an_upload_over_the_inline_limit_reaches_the_replica_by_a_signed_reference(deployed, tmp_path):
+    base, _, _, admin, _ = deployed
+    client = replicate.Client(api_token=admin, base_url=base)
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 // 2))  # 1.5 MiB: more than a data: URI may carry
+    with source.open("rb") as file:
+        prediction = client.predictions.create(model="lambdaml/v1-digest", input={"data": file})
+    prediction.wait()
+    assert prediction.status == "succeeded", prediction.error
+    assert prediction.output == hashlib.sha256(source.read_bytes()).hexdigest()
+    reference = prediction.input["data"]
+    assert reference.startswith("lambdaml-file:") and reference.endswith("/big.bin")
+    # The key is what lets a replica read it: a reference with another key reads nothing.
+    file_id, key, name = reference.split(":", 1)[1].split("/")
+    forged = httpx.post(f"{base}/v1-digest/predictions", json={"input": {"data": f"lambdaml-file:{file_id}/{'0' * len(key)}/{name}"}},
+                        headers={"Authorization": f"Bearer {admin}"}, timeout=60)
+    assert forged.status_code == 422 and "not valid" in forged.text
+
+
 def test_bad_uploads_are_clear_4xx(deployed):
     base, _, _, admin, _ = deployed
     headers = {"Authorization": f"Bearer {admin}"}
-    too_big = httpx.post(f"{base}/v1/files", files={"content": ("big.bin", b"x" * (2 * 1024 * 1024))}, headers=headers)
-    assert too_big.status_code == 413 and "as a URL" in too_big.json()["detail"]
+    connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=30)
+    connection.putrequest("POST", "/v1/files")  # says 200 MiB and sends none of it: refused before it is read
+    for header, value in {**headers, "Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(200 << 20)}.items():
+        connection.putheader(header, value)
+    connection.endheaders()
+    too_big = connection.getresponse()
+    assert too_big.status == 413 and "as a URL" in json.loads(too_big.read())["detail"]
+    connection.close()
     for answer in (
         httpx.post(f"{base}/v1/files", files={"other": ("a.txt", b"a")}, headers=headers),
         httpx.post(f"{base}/v1/files", content=b"not a form", headers={**headers, "Content-Type": "text/plain"}),

@@ -27,7 +27,7 @@ from lambdaml._settings import CONTROL_APP, auth_required, retention
 from lambdaml.serve.streams import sse
 from lambdaml.serve.tracker import CANCELED_BY_CALLER, FINAL
 from lambdaml.control import v1
-from lambdaml.control.auth import ANONYMOUS, OPEN, AuthWatcher, Caller, StreamKeys, forbidden, publish, unauthorized
+from lambdaml.control.auth import ANONYMOUS, OPEN, AuthWatcher, Caller, UrlKeys, forbidden, publish, unauthorized
 from lambdaml.control.catalog import Catalog
 from lambdaml.control.files import FileRoutes, Uploads, file_retention
 from lambdaml.control.forward import Forwarder
@@ -60,9 +60,9 @@ class ControlServer:
         self.tokens = Tokens(self.records)
         self.catalog = Catalog(self.records)
         self.uploads = Uploads(self.records, file_retention_s)
-        self.files = FileRoutes(self.uploads)
-        self.stream_keys = StreamKeys(self.records.setting("stream_secret", new_secret))
-        self.forwarder = Forwarder(self.catalog, self.files, self.stream_keys)
+        self.url_keys = UrlKeys(self.records.setting("stream_secret", new_secret))
+        self.files = FileRoutes(self.uploads, self.url_keys)
+        self.forwarder = Forwarder(self.catalog, self.files, self.url_keys)
         self._auth_required = auth_required  # LAMBDAML_AUTH=required: a token is needed even before one exists
         self.auth = AuthWatcher(self._read_auth_state)
         self._published: AuthState | None = None
@@ -116,6 +116,10 @@ class ControlServer:
 
     async def cancel(self, prediction_id: str, reason: str = CANCELED_BY_CALLER, model: str | None = None) -> dict[str, Any] | None:
         return await asyncio.to_thread(self.records.request_cancel, prediction_id, reason, model)
+
+    async def read_upload(self, reference: str) -> bytes | None:
+        """A replica reading a file uploaded to ``/v1/files`` (``lambdaml.serve.transfer``); None for a bad key."""
+        return await self.files.read_reference(reference)
 
     # ------------------------------------------------------------------ tokens (the CLI and Python API, through Ray)
 
@@ -172,7 +176,7 @@ class ControlServer:
             return await self._models(request, parts[1:], caller)
         if caller is ANONYMOUS:
             if (len(parts) == 3 and parts[0] == "predictions" and parts[2] == "stream" and method == "GET"
-                    and self.stream_keys.valid(parts[1], request.query_params.get("key"))):
+                    and self.url_keys.valid(parts[1], request.query_params.get("key"))):
                 return await self._stream(parts[1], OPEN)  # the URL is the capability, as Replicate's stream URLs are
             return unauthorized()
         if caller.token_id is not None and self.tokens.due({caller.token_id}):  # "last used", every TOUCH_EVERY_S
@@ -238,11 +242,11 @@ class ControlServer:
 
     async def _get(self, prediction_id: str, caller: Caller) -> Response:
         record = await self._owned(prediction_id, caller)
-        return _not_found(prediction_id) if record is None else json_response(v1.prediction_json(record, self.stream_keys))
+        return _not_found(prediction_id) if record is None else json_response(v1.prediction_json(record, self.url_keys))
 
     async def _cancel(self, prediction_id: str, caller: Caller) -> Response:
         record = await self._owned(prediction_id, caller) and await self.cancel(prediction_id)
-        return _not_found(prediction_id) if record is None else json_response(v1.prediction_json(record, self.stream_keys))
+        return _not_found(prediction_id) if record is None else json_response(v1.prediction_json(record, self.url_keys))
 
     async def _list(self, request: Request, caller: Caller) -> Response:
         query = request.query_params
@@ -263,7 +267,7 @@ class ControlServer:
                 return None
             return f"{here}?{urllib.parse.urlencode({**filters, 'cursor': page_cursor})}"
 
-        shown = [v1.prediction_json(record, self.stream_keys) for record in results]
+        shown = [v1.prediction_json(record, self.url_keys) for record in results]
         return json_response({"next": link(after), "previous": link(before), "results": shown})
 
     async def _stream(self, prediction_id: str, caller: Caller) -> Response:
@@ -285,7 +289,7 @@ class ControlServer:
             if record["status"] in FINAL:
                 if record["status"] != "succeeded":
                     fresh.append(("error", {"detail": record.get("error")}))
-                fresh.append(("done", v1.prediction_json(record, self.stream_keys)))
+                fresh.append(("done", v1.prediction_json(record, self.url_keys)))
             for event, data in fresh:
                 event_id += 1
                 yield f"id: {event_id}\n".encode() + sse(event, data)

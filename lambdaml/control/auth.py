@@ -172,19 +172,21 @@ class AuthWatcher:
             await asyncio.sleep(REFRESH_S)
 
 
-class StreamKeys:
-    """The key in a ``/v1`` prediction's ``urls.stream``: that URL is readable without a token.
+class UrlKeys:
+    """Keys that make a URL a capability: readable without a token, unguessable.
 
-    The JavaScript client reads ``urls.stream`` without its token, as Replicate's stream URLs
-    are capabilities; so ``/v1`` shows the URL with ``?key=``, an HMAC of the prediction id
-    under a secret kept in the records database, and the stream route takes either.
+    The JavaScript client reads a ``/v1`` prediction's ``urls.stream`` without its token, as
+    Replicate's stream URLs are capabilities; so ``/v1`` shows that URL with ``?key=``, an
+    HMAC of the prediction id under a secret kept in the records database, and the stream
+    route takes either. A file uploaded to ``/v1/files`` reaches a replica the same way
+    (``lambdaml.control.files``): the key signs ``file:{id}``, which no prediction id can be.
     """
 
     def __init__(self, secret: str) -> None:
         self._secret = secret.encode()
 
-    def sign(self, prediction_id: str) -> str:
-        return hmac.new(self._secret, prediction_id.encode(), hashlib.sha256).hexdigest()[:32]
+    def sign(self, subject: str) -> str:
+        return hmac.new(self._secret, subject.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def valid(self, prediction_id: str, key: str | None) -> bool:
-        return bool(key) and hmac.compare_digest(self.sign(prediction_id), key)
+    def valid(self, subject: str, key: str | None) -> bool:
+        return bool(key) and hmac.compare_digest(self.sign(subject), key)

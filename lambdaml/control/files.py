@@ -2,10 +2,14 @@
 
 ``replicate.run(..., input={"image": open("cat.png", "rb")})`` uploads the file with
 ``POST /v1/files`` (multipart, field ``content``) and sends the answer's ``urls.get`` as
-the input's value. The file is kept in the records database, as lambdaml's own Python
-client would have sent it: inline, so up to ``LAMBDAML_INLINE_MAX_BYTES`` (1 MiB by
-default). When a ``/v1`` prediction names such a URL, the forwarder puts the file's
-``data:`` URI in its place (``resolve``), and the replica reads it as any other input file.
+the input's value. The file is kept in the records database, up to ``LAMBDAML_MAX_UPLOAD_BYTES``
+(100 MiB, Replicate's limit). When a ``/v1`` prediction names such a URL, the forwarder
+puts in its place what the replica can read (``resolve``): a small file's ``data:`` URI,
+as lambdaml's own Python client would have sent it; for a file over
+``LAMBDAML_INLINE_MAX_BYTES`` (1 MiB), a ``lambdaml-file:{id}/{key}/{name}`` reference,
+which the replica reads from the control application through a Serve handle call
+(``read_reference``). The key signs the file id, so only a reference the forwarder made
+(for the file's owner) reads a file; the control application needs no storage credentials.
 Files expire a day after upload (``LAMBDAML_FILE_RETENTION``), as Replicate's do.
 """
 
@@ -20,6 +24,7 @@ import re
 import secrets
 import time
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from starlette.requests import Request
@@ -27,9 +32,10 @@ from starlette.responses import Response
 
 from lambdaml import _clock
 from lambdaml._durations import parse_duration
-from lambdaml._file_basics import MiB, inline_limit_bytes, replace_in
+from lambdaml._file_basics import MiB, bytes_setting, inline_limit_bytes, replace_in
 from lambdaml._http import base_url, error_response, json_response, method_not_allowed
-from lambdaml.control.auth import Caller
+from lambdaml._urls import FILE_REFERENCE
+from lambdaml.control.auth import Caller, UrlKeys
 from lambdaml.control.records import Records
 from lambdaml.control.tables import uploads
 from lambdaml.errors import InputError
@@ -37,6 +43,11 @@ from lambdaml.errors import InputError
 ROUTE = "/v1/files"
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries, the part's headers and a metadata field
 _FILE_ID = re.compile(r"(?:/.*)?/v1/files/([A-Za-z0-9]+)")  # after the base URL: behind a path prefix too
+
+
+def max_upload_bytes() -> int:
+    """``LAMBDAML_MAX_UPLOAD_BYTES``: the largest file ``POST /v1/files`` keeps (100 MiB, as Replicate)."""
+    return bytes_setting("LAMBDAML_MAX_UPLOAD_BYTES", 100 * MiB)
 
 
 def file_retention() -> float:
@@ -104,8 +115,9 @@ def file_json(base: str, row: dict[str, Any]) -> dict[str, Any]:
 class FileRoutes:
     """``POST /v1/files``, ``GET /v1/files``, ``GET /v1/files/{id}`` and ``DELETE /v1/files/{id}``."""
 
-    def __init__(self, files: Uploads) -> None:
+    def __init__(self, files: Uploads, keys: UrlKeys) -> None:
         self._files = files
+        self._keys = keys
 
     async def handle(self, request: Request, caller: Caller, parts: list[str]) -> Response:
         base, method = base_url(dict(request.scope["headers"])), request.method
@@ -129,7 +141,7 @@ class FileRoutes:
         return Response(status_code=204)
 
     async def _upload(self, request: Request, caller: Caller, base: str) -> Response:
-        limit = inline_limit_bytes()
+        limit = max_upload_bytes()
         declared = request.headers.get("content-length", "")
         if not declared.isdigit():
             return error_response(411, "Length required", "Send the file with a Content-Length header.")
@@ -156,7 +168,8 @@ class FileRoutes:
         return json_response(file_json(base, row), 201)
 
     async def resolve(self, inputs: dict[str, Any], base: str, caller: Caller) -> dict[str, Any]:
-        """``inputs`` with each URL of a file uploaded here (by this caller) replaced by the file's ``data:`` URI.
+        """``inputs`` with each URL of a file uploaded here (by this caller) replaced by what a replica reads:
+        the file's ``data:`` URI, or a signed ``lambdaml-file:`` reference when it is over the inline limit.
 
         InputError names the field whose file is unknown, expired or another caller's.
         """
@@ -164,7 +177,7 @@ class FileRoutes:
                  for field, value in inputs.items()}
         rows: dict[str, dict[str, Any]] = {}
         for file_id in {file_id for ids in named.values() for file_id in ids}:
-            row = await asyncio.to_thread(self._files.find, file_id, True)
+            row = await asyncio.to_thread(self._files.find, file_id, True)  # a big file is read twice: once here
             if row is not None and caller.owns(row["token_id"]):
                 rows[file_id] = row
         problems = [
@@ -175,15 +188,26 @@ class FileRoutes:
             raise InputError("Invalid input. " + "; ".join(f"{p['field']}: {p['message']}" for p in problems), problems)
         if not rows:
             return inputs
+        limit = inline_limit_bytes()
 
         def inline(text: str) -> str:
             match = _own_file(text, base)
             if match is None:
                 return text
             row = rows[match.group(1)]
+            if row["size"] > limit:
+                return f"{FILE_REFERENCE}:{row['id']}/{self._keys.sign('file:' + row['id'])}/{quote(row['name'], safe='')}"
             return f"data:{row['content_type']};base64,{base64.b64encode(row['content']).decode()}"
 
         return {field: replace_in(value, str, inline) for field, value in inputs.items()}
+
+    async def read_reference(self, reference: str) -> bytes | None:
+        """The content of the file a ``lambdaml-file:`` reference names, if its key is right and it has not expired."""
+        file_id, _, rest = reference.partition(":")[2].partition("/")
+        if not self._keys.valid("file:" + file_id, rest.partition("/")[0]):
+            return None
+        row = await asyncio.to_thread(self._files.find, file_id, True)
+        return None if row is None else row["content"]
 
 
 def _own_file(text: str, base: str) -> re.Match[str] | None:
@@ -210,6 +234,6 @@ def _too_big(size: int, limit: int) -> Response:
     return error_response(
         413, "File too large",
         f"The upload is {size / MiB:.1f} MiB; /v1/files keeps files up to {limit / MiB:.1f} MiB "
-        "(LAMBDAML_INLINE_MAX_BYTES on the cluster). Give a larger file as a URL the cluster can read "
+        "(LAMBDAML_MAX_UPLOAD_BYTES on the cluster). Give a larger file as a URL the cluster can read "
         "(https://, s3://, gs://), or send it with lambdaml's Python client, which stages it in the output location.",
     )

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from lambdaml._http import BodyTooLarge, base_url, error_response, invalid_response, json_response, read_body, too_large_response
 from lambdaml._settings import max_request_bytes
 from lambdaml.control import v1
-from lambdaml.control.auth import ANONYMOUS, Caller, StreamKeys, unauthorized
+from lambdaml.control.auth import ANONYMOUS, Caller, UrlKeys, unauthorized
 from lambdaml.control.catalog import Catalog
 from lambdaml.control.files import FileRoutes
 from lambdaml.errors import InputError
@@ -27,7 +27,7 @@ from lambdaml.errors import InputError
 class Forwarder:
     """``POST /v1/models/{owner}/{name}/predictions``, ``/v1/deployments/...`` and ``/v1/predictions``."""
 
-    def __init__(self, catalog: Catalog, files: FileRoutes, keys: StreamKeys) -> None:
+    def __init__(self, catalog: Catalog, files: FileRoutes, keys: UrlKeys) -> None:
         self._catalog = catalog
         self._keys = keys
         self._files = files  # inputs naming files uploaded to /v1/files get their contents in place

@@ -20,7 +20,7 @@ from typing import Any
 from starlette.responses import Response
 
 from lambdaml._http import error_response, hold_seconds, json_response
-from lambdaml.control.auth import StreamKeys
+from lambdaml.control.auth import UrlKeys
 from lambdaml.errors import InputError
 from lambdaml.serve.tracker import FINAL
 
@@ -145,7 +145,7 @@ def parse_version(version: str) -> tuple[str | None, str | None]:
     )
 
 
-def prediction_json(record: dict[str, Any], keys: StreamKeys, created: bool = False) -> dict[str, Any]:
+def prediction_json(record: dict[str, Any], keys: UrlKeys, created: bool = False) -> dict[str, Any]:
     """A record as Replicate shows it: ``model`` as ``lambdaml/{name}``, ``urls`` without nulls.
 
     ``keys``: ``urls.stream`` carries its key (readable without a token, as the JavaScript

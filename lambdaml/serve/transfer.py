@@ -1,7 +1,8 @@
 """File inputs and outputs inside a replica: input URLs fetched to local files, returned files delivered.
 
 Before ``predict`` runs, every file URL among its inputs (``s3://``, ``gs://``,
-``http(s)://``, ``data:``) is streamed into a private temporary folder, concurrently,
+``http(s)://``, ``data:``, and ``lambdaml-file:`` for a big file uploaded to ``/v1/files``)
+is streamed into a private temporary folder, concurrently,
 and ``predict`` sees local ``pathlib.Path`` objects. A ``Path`` that ``predict`` returns
 (also inside lists, dicts and pydantic models) is uploaded to the output location, keyed
 by prediction id, and replaced by its URL; with no output location, a small file comes
@@ -28,7 +29,8 @@ from lambdaml._file_basics import (
     max_input_bytes,
     replace_in,
 )
-from lambdaml._urls import RefusedURL, check_host, check_location, check_syntax, pinned, safe_file_name
+from lambdaml._settings import CONTROL_APP
+from lambdaml._urls import FILE_REFERENCE, RefusedURL, check_host, check_location, check_syntax, pinned, safe_file_name
 from lambdaml.errors import InputError
 from lambdaml.files import FileRef, Path
 
@@ -115,10 +117,32 @@ def fetch(url: str, folder: pathlib.Path) -> Path:
     return Path(target)
 
 
-def _fetch_readable(url: str, folder: pathlib.Path, locations: list[str]) -> Path:
-    if check_syntax(url) in ("s3", "gs"):
+async def _fetch_upload(reference: str, folder: pathlib.Path) -> Path:
+    """A file uploaded to ``/v1/files``, from the control application that keeps it: a handle call,
+    made on the replica's event loop (Serve's handles inside a replica work only there)."""
+    from ray import serve as ray_serve
+
+    try:
+        content = await ray_serve.get_app_handle(CONTROL_APP).read_upload.remote(reference)
+    except Exception as exc:  # the control application is being replaced
+        raise FetchError(f"the uploaded file cannot be read now ({type(exc).__name__}: {exc}); try again") from None
+    if content is None:
+        raise FetchError("the uploaded file has expired or was deleted, or the reference to it is not valid")
+    if len(content) > max_input_bytes():
+        raise _too_big("the uploaded file", len(content), max_input_bytes())
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / _local_name(reference, FILE_REFERENCE)
+    await asyncio.to_thread(target.write_bytes, content)
+    return Path(target)
+
+
+async def _fetch_readable(url: str, folder: pathlib.Path, locations: list[str]) -> Path:
+    scheme = check_syntax(url)
+    if scheme == FILE_REFERENCE:
+        return await _fetch_upload(url, folder)
+    if scheme in ("s3", "gs"):
         check_location(url, locations)
-    return fetch(url, folder)
+    return await asyncio.to_thread(fetch, url, folder)
 
 
 async def fetch_inputs(inputs: dict[str, Any], folder: pathlib.Path, locations: list[str]) -> dict[str, Any]:
@@ -130,7 +154,7 @@ async def fetch_inputs(inputs: dict[str, Any], folder: pathlib.Path, locations: 
     if not jobs:
         return inputs
     results = await asyncio.gather(
-        *(asyncio.to_thread(_fetch_readable, ref, folder / str(index), locations) for index, (_, ref) in enumerate(jobs)),
+        *(_fetch_readable(ref, folder / str(index), locations) for index, (_, ref) in enumerate(jobs)),
         return_exceptions=True,
     )
     problems = [
