@@ -6,7 +6,9 @@ API token on (both clients send it), the same trivial ``async def`` model is cal
 - ``lambdaml.run("bench-v1", ...)``: ``POST /bench-v1/predictions``, held until it ends;
 - ``replicate.Client(base_url=...).run("lambdaml/bench-v1", ...)``: ``POST
   /v1/models/lambdaml/bench-v1/predictions`` with ``Prefer: wait``, which the control
-  application hands to the model's replica through a Serve handle call.
+  application hands to the model's replica through a Serve handle call;
+- the same request from a plain ``httpx`` client (``v1_httpx``), which tells the cost of the
+  facade on the server from the cost of the Replicate client's own work.
 
 Latency: sequential calls, the two clients alternating call by call (so a drifting VM slows
 both alike), p50 per round. Throughput: 8 threads per client for a few seconds, the two in
@@ -39,6 +41,7 @@ async def bench_v1(x: int = 1) -> int:
 
 def callers(base: str, token: str) -> dict[str, Callable[[int], object]]:
     """One call of each client, by name (each thread makes its own Replicate client, as an app would)."""
+    import httpx
     import replicate
 
     import lambdaml
@@ -51,7 +54,13 @@ def callers(base: str, token: str) -> dict[str, Callable[[int], object]]:
             local.client = replicate.Client(api_token=token, base_url=base)
         return local.client.run("lambdaml/bench-v1", input={"x": x})
 
-    return {"lambdaml_run": lambda x: lambdaml.run("bench-v1", {"x": x}), "replicate_run": with_replicate}
+    def with_httpx(x: int) -> object:
+        if not hasattr(local, "http"):
+            local.http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}", "Prefer": "wait"})
+        return local.http.post("/v1/models/lambdaml/bench-v1/predictions", json={"input": {"x": x}}).json()["output"]
+
+    return {"lambdaml_run": lambda x: lambdaml.run("bench-v1", {"x": x}), "replicate_run": with_replicate,
+            "v1_httpx": with_httpx}
 
 
 def p50s(calls: dict[str, Callable[[int], object]], count: int) -> dict[str, float]:

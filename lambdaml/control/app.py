@@ -153,9 +153,11 @@ class ControlServer:
     async def register_model(self, name: str, version: str, created_at: str, visibility: str,
                              openapi: dict[str, Any] | None) -> None:
         await asyncio.to_thread(self.catalog.register, name, version, created_at, visibility, openapi)
+        self.forwarder.forget_catalog()
 
     async def forget_model(self, name: str) -> None:
         await asyncio.to_thread(self.catalog.forget, name)
+        self.forwarder.forget_catalog()
 
     # ------------------------------------------------------------------ HTTP
 

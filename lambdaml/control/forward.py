@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -24,6 +25,9 @@ from lambdaml.control.files import FileRoutes
 from lambdaml.errors import InputError
 
 
+CATALOG_TTL_S = 1.0
+
+
 class Forwarder:
     """``POST /v1/models/{owner}/{name}/predictions``, ``/v1/deployments/...`` and ``/v1/predictions``."""
 
@@ -33,6 +37,11 @@ class Forwarder:
         self._files = files  # inputs naming files uploaded to /v1/files get their contents in place
         self._handles: dict[str, Any] = {}
         self._max_body = max_request_bytes()
+        self._running: tuple[float, dict[str, dict[str, Any]]] = (0.0, {})  # (read at, the catalog's models by name)
+
+    def forget_catalog(self) -> None:
+        """A model was deployed or deleted here: the next create reads the catalog again."""
+        self._running = (0.0, {})
 
     async def create(self, request: Request, caller: Caller, owner: str | None = None, name: str | None = None) -> Response:
         """A new prediction of ``owner/name``, or (both None) of the model ``version`` in the body names."""
@@ -76,15 +85,23 @@ class Forwarder:
         return json_response(v1.prediction_json(json.loads(answer), self._keys, created=True), 201)
 
     async def _model(self, name: str | None, version_id: str | None) -> dict[str, Any] | None:
-        """The running model of that name, or the one running that version."""
+        """The running model of that name, or the one running that version.
+
+        The catalog is read at most once a second (``CATALOG_TTL_S``): on 2 cores, a database
+        read per create was a measurable part of the facade's cost (bench/bench_v1.py). A deploy
+        or delete through this replica clears it at once; one through another replica of the
+        control app is seen within the second.
+        """
+        read_at, running = self._running
+        if time.monotonic() - read_at > CATALOG_TTL_S:
+            rows = await asyncio.to_thread(self._catalog.models, None, False)
+            running = {row["name"]: row for row in rows}
+            self._running = (time.monotonic(), running)
         if name is not None:
-            found = await asyncio.to_thread(self._catalog.models, name, False)
-        elif version_id is not None:
-            running = await asyncio.to_thread(self._catalog.models, None, False)
-            found = [model for model in running if model["version"] == version_id]
-        else:
-            found = []
-        return found[0] if found else None
+            return running.get(name)
+        if version_id is not None:
+            return next((row for row in running.values() if row["version"] == version_id), None)
+        return None
 
     def _handle(self, name: str) -> Any:
         if name not in self._handles:
