@@ -13,7 +13,7 @@ Importing lambdaml does not import Ray; the cluster is reached on first use.
 
 from lambdaml.client import create_prediction, run
 from lambdaml.cluster import shutdown
-from lambdaml.deploy import Deployment, rollback, versions
+from lambdaml.deploy import Deployment, reconfigure, rollback, versions
 from lambdaml.errors import (
     AuthError,
     ClusterError,
@@ -51,6 +51,7 @@ __all__ = [
     "files",
     "predictions",
     "model",
+    "reconfigure",
     "rollback",
     "run",
     "shutdown",

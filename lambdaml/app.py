@@ -48,6 +48,10 @@ class AppArgs(BaseModel):
         default_factory=dict, description="Storage credentials and file settings for the replicas' environment"
     )
     debug: bool = Field(default=False, description="Add tracebacks to failed predictions")
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Hardware and scaling over the model's own, e.g. {gpu: H100, min: 1} (what `lambdaml deploy --gpu` sets)",
+    )
 
 
 def serve_options(spec: ModelSpec, placement: Placement, install: list[str] = ()) -> dict[str, Any]:
@@ -110,9 +114,9 @@ def build_with_fingerprint(args: dict[str, Any], shape: ClusterShape | None = No
     parsed = AppArgs.model_validate(args)
     manifest = load_manifest(parsed.artifact)
     install = parsed.install if parsed.install is not None else missing(manifest.requirements, installed_here()[1])
-    spec = manifest.model_spec()
+    spec = manifest.model_spec().with_settings(parsed.settings)
     options = serve_options(spec, place(spec, shape or cluster_shape()), install)
-    arguments = (parsed.artifact, parsed.secrets, parsed.environment, parsed.debug)
+    arguments = (parsed.artifact, parsed.secrets, parsed.environment, parsed.debug, parsed.settings)
     made_of = json.dumps([arguments, options], sort_keys=True, default=str)
     fingerprint = hashlib.sha256(made_of.encode()).hexdigest()[:16]
     return serve.deployment(ModelServer).options(**options).bind(*arguments, fingerprint), fingerprint

@@ -27,7 +27,7 @@ from lambdaml import _clock, _signing
 from lambdaml._pickling import for_hashing
 from lambdaml._settings import artifact_store_url
 from lambdaml.errors import LambdamlError, NotDeployedError
-from lambdaml.spec import ModelSpec
+from lambdaml.spec import SETTINGS, ModelSpec
 
 MANIFEST = "manifest.json"
 CODE = "model.pkl"
@@ -62,15 +62,21 @@ class VersionInfo(BaseModel):
     deployed_at: list[str] = Field(default_factory=list)
     current: bool = False
     requirements: list[str] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)  # hardware and scaling it last ran with (spec.SETTINGS)
 
 
 def content_version(manifest: Manifest, code: bytes) -> str:
     """Hash of the code and the manifest's content (not its timestamp): the same in every process.
 
-    80 bits: two different artifacts of one model sharing a version by chance is out of reach.
+    The deployment settings (``spec.SETTINGS``: hardware and scaling) are not part of it: the
+    same code on an H100 is the same version, as on Replicate. Each deploy record says with
+    which settings that version ran. 80 bits: two different artifacts of one model sharing a
+    version by chance is out of reach.
     """
     digest = hashlib.sha256(for_hashing(code))
-    digest.update(manifest.model_dump_json(exclude={"version", "created_at", "code_sha256", "openapi"}).encode())
+    excluded = {"version": True, "created_at": True, "code_sha256": True, "openapi": True,
+                "spec": {setting: True for setting in SETTINGS}}
+    digest.update(manifest.model_dump_json(exclude=excluded).encode())
     return digest.hexdigest()[:20]
 
 
@@ -91,9 +97,9 @@ class ArtifactStore:
     def save(self, manifest: Manifest, code: bytes) -> Manifest:
         """Store the artifact under its content version, signed with this cluster's key.
 
-        An artifact already stored under that version is kept (with its creation time) only
-        if it is this code and these settings: anything else there was not written by
-        lambdaml, and is replaced rather than signed.
+        An artifact already stored under that version is kept (with its creation time, and the
+        settings of the deploy that first stored it) only if it is this code: anything else
+        there was not written by lambdaml, and is replaced rather than signed.
         """
         manifest = manifest.model_copy(update={"code_bytes": len(code), "code_sha256": hashlib.sha256(code).hexdigest()})
         version = content_version(manifest, code)
@@ -112,7 +118,7 @@ class ArtifactStore:
     def _stored_as_built(self, folder: str, version: str) -> bytes | None:
         """The stored manifest's bytes if the artifact in ``folder`` is whole and of ``version``.
 
-        The version is a hash of code and settings, so an artifact whose own contents give
+        The version is a hash of the code and the spec (hardware and scaling aside), so an artifact whose own contents give
         that version is what this deploy built (its pickle may differ in ids ``_pickling``
         blanks for hashing, which is why the bytes are not compared with the new build).
         """
@@ -124,14 +130,15 @@ class ArtifactStore:
         whole = existing.code_sha256 == hashlib.sha256(code).hexdigest()
         return stored if whole and content_version(existing, code) == version == existing.version else None
 
-    def record_deploy(self, name: str, version: str) -> None:
-        """Note that ``version`` of ``name`` was deployed now (unless it already was the current one)."""
+    def record_deploy(self, name: str, version: str, settings: dict[str, Any]) -> None:
+        """Note that ``version`` of ``name`` was deployed now with ``settings`` (unless that is what runs already)."""
         if self.fs.exists(deleted := self._path(name, DELETED)):
             self.fs.rm(deleted)
-        if self.current_version(name) == version:
+        deploys = self.deploys(name)
+        if deploys and deploys[-1]["version"] == version and deploys[-1].get("settings") == settings:
             return
         stamp = _clock.now()
-        record = json.dumps({"version": version, "deployed_at": stamp}).encode()
+        record = json.dumps({"version": version, "deployed_at": stamp, "settings": settings}).encode()
         self.fs.makedirs(self._path(name, "deploys"), exist_ok=True)
         self.fs.pipe_file(self._path(name, "deploys", f"{stamp.replace(':', '-')}-{version}.json"), record)
 
@@ -154,6 +161,10 @@ class ArtifactStore:
             return []
         paths = sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".json"))
         return [json.loads(self.fs.cat_file(p)) for p in paths]
+
+    def deployed_settings(self, name: str, version: str) -> dict[str, Any] | None:
+        """The settings ``version`` of ``name`` last ran with (None: never deployed, or before deploys kept them)."""
+        return next((d.get("settings") for d in reversed(self.deploys(name)) if d["version"] == version), None)
 
     def current_version(self, name: str) -> str | None:
         deploys = self.deploys(name)
@@ -178,6 +189,7 @@ class ArtifactStore:
                     deployed_at=[d["deployed_at"] for d in deploys if d["version"] == version],
                     current=bool(deploys) and deploys[-1]["version"] == version,
                     requirements=manifest.requirements,
+                    settings=self.deployed_settings(name, version) or manifest.model_spec().settings(),
                 )
             )
         return sorted(rows, key=lambda row: row.created_at)

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lambdaml import _cli_io, _cli_predictions, client, cluster, observe, predictions, tokens
+from lambdaml import _cli_io, _cli_predictions, _cli_settings, client, cluster, observe, predictions, tokens
 from lambdaml._settings import cluster_settings
 from lambdaml.cluster.head import auth_token_path
 from lambdaml.cluster.node_types import Simulation, publish, read_cluster_yaml
@@ -132,11 +132,24 @@ def deploy(
     target: str = typer.Argument(..., help="A Python file with @model definitions, optionally `file.py:object`."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to deploy to."),
     public: bool = typer.Option(False, "--public", help="Let callers without a token run it (as @model(visibility='public'))."),
+    gpu: Optional[str] = _cli_settings.GPU,
+    cpu: Optional[float] = _cli_settings.CPU,
+    memory: Optional[str] = _cli_settings.MEMORY,
+    min_replicas: Optional[int] = _cli_settings.MIN,
+    max_replicas: Optional[int] = _cli_settings.MAX,
+    concurrency: Optional[int] = _cli_settings.CONCURRENCY,
+    scaledown_after: Optional[float] = _cli_settings.SCALEDOWN_AFTER,
+    timeout: Optional[float] = _cli_settings.TIMEOUT,
 ) -> None:
     """Deploy every @model in a file (or the one named).
 
-    Example: `lambdaml deploy examples/hello.py` or `lambdaml deploy models.py:captioner --public`
+    The hardware and scaling options override what @model(...) says, for this deploy; the
+    same code keeps its version whatever they are.
+
+    Example: `lambdaml deploy examples/hello.py` or `lambdaml deploy models.py:captioner --gpu H100 --min 1`
     """
+    settings = _cli_settings.chosen(gpu=gpu, cpu=cpu, memory=memory, min=min_replicas, max=max_replicas,
+                                    concurrency=concurrency, scaledown_after=scaledown_after, timeout=timeout)
     from lambdaml.deploy import deploy as deploy_model
     from lambdaml.model import Model
 
@@ -145,6 +158,8 @@ def deploy(
     models = _cli_io.load_models(target)
     if public:
         models = [Model(model.target, model.spec.model_copy(update={"visibility": "public"})) for model in models]
+    for model in models:  # all checked before any is deployed
+        model.spec.with_settings(settings)
     results = []
     for model in models:
         with console.status(f"[bold]{model.name}[/]: connecting to the cluster") as status:
@@ -155,7 +170,7 @@ def deploy(
                     console.print(f"  [green]✓[/] {name}: {detail}", highlight=False)
 
             started = time.monotonic()
-            deployment = deploy_model(model, progress=progress)
+            deployment = deploy_model(model, progress=progress, settings=settings)
         console.print(f"  [green]✓[/] {model.name}: ready in {time.monotonic() - started:.1f} s", highlight=False)
         results.append(deployment)
     table = Table("name", "version", "URL", "replicas", title="Deployed")
@@ -405,10 +420,10 @@ def versions(name: str = typer.Argument(..., help="The model's name.")) -> None:
     """
     from lambdaml.deploy import versions as list_versions
 
-    table = Table("version", "created", "last deployed", "")
+    table = Table("version", "created", "last deployed", "with", "")
     for row in list_versions(name):
         table.add_row(row.version, row.created_at, row.deployed_at[-1] if row.deployed_at else "-",
-                      "current" if row.current else "")
+                      _cli_settings.describe(row.settings), "current" if row.current else "")
     console.print(table)
 
 
@@ -443,6 +458,50 @@ def rollback(
     with console.status(f"[bold]{name}[/]: rolling back"):
         deployment = roll_back(name, version)
     console.print(f"{name} is now at version {deployment.version}: {deployment.url}/predictions", highlight=False)
+
+
+def _reconfigure(name: str, settings: dict[str, Any]) -> None:
+    from lambdaml.deploy import reconfigure, versions as list_versions
+
+    if not settings:
+        _fail("nothing to change: give at least one option (see --help)")
+    cluster.connect(start_embedded=False)
+    with console.status(f"[bold]{name}[/]: replacing its replicas with the new settings"):
+        deployment = reconfigure(name, **settings)
+    current = next(row for row in list_versions(name) if row.current)
+    console.print(f"{name} runs version {deployment.version} (unchanged) with {_cli_settings.describe(current.settings)}",
+                  highlight=False)
+
+
+@command
+def scale(
+    name: str = typer.Argument(..., help="The model's name."),
+    min_replicas: Optional[int] = _cli_settings.MIN,
+    max_replicas: Optional[int] = _cli_settings.MAX,
+    concurrency: Optional[int] = _cli_settings.CONCURRENCY,
+    scaledown_after: Optional[float] = _cli_settings.SCALEDOWN_AFTER,
+    timeout: Optional[float] = _cli_settings.TIMEOUT,
+) -> None:
+    """Change how a running model scales, without a new version.
+
+    Example: `lambdaml scale hello --min 1 --max 8`
+    """
+    _reconfigure(name, _cli_settings.chosen(min=min_replicas, max=max_replicas, concurrency=concurrency,
+                                            scaledown_after=scaledown_after, timeout=timeout))
+
+
+@command
+def hardware(
+    name: str = typer.Argument(..., help="The model's name."),
+    gpu: Optional[str] = _cli_settings.GPU,
+    cpu: Optional[float] = _cli_settings.CPU,
+    memory: Optional[str] = _cli_settings.MEMORY,
+) -> None:
+    """Move a running model to other hardware, without a new version.
+
+    Example: `lambdaml hardware captioner --gpu L4` or `lambdaml hardware captioner --gpu none --cpu 4`
+    """
+    _reconfigure(name, _cli_settings.chosen(gpu=gpu, cpu=cpu, memory=memory))
 
 
 # ------------------------------------------------------------------ the local cluster

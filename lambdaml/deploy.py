@@ -62,8 +62,14 @@ def _quiet(stage: str, detail: str) -> None:
     pass
 
 
-def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Progress = _quiet) -> Deployment:
-    """Package ``model``, store the artifact, run it as a Serve application and (by default) wait for it."""
+def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Progress = _quiet,
+           settings: dict[str, Any] | None = None) -> Deployment:
+    """Package ``model``, store the artifact, run it as a Serve application and (by default) wait for it.
+
+    ``settings``: hardware and scaling over what ``@model(...)`` says (``spec.SETTINGS``), for
+    this deploy; the same code is the same version whatever they are.
+    """
+    spec = model.spec.with_settings(settings or {})  # checked before anything else happens, with @model's messages
     info = cluster.connect()
     model.schema  # describe now: a bad annotation fails here, not in a replica
     progress("environment", "checking the cluster's Python and packages")
@@ -71,31 +77,58 @@ def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Pr
     _installs.check_python(python)
     secrets = _secrets.secret_values(model.spec.secrets)
     shape = cluster_shape()  # read once: the fit check and the Serve options both use it
-    check_fits(model.spec.name, place(model.spec, shape), shape, info.embedded)
+    check_fits(spec.name, place(spec, shape), shape, info.embedded)
     progress("environment", "capturing code and packages")
     manifest, code = build_artifact(model, secrets)
     store = _store_for(info)
     progress("upload", f"storing the artifact in {store.url}")
-    return _run(store, store.save(manifest, code), secrets, shape, wait, timeout, progress)
+    return _run(store, store.save(manifest, code), spec.settings(), secrets, shape, wait, timeout, progress)
 
 
 def rollback(
     name: str, version: str | None = None, wait: bool = True, timeout: float = 300.0, progress: Progress = _quiet
 ) -> Deployment:
-    """Redeploy the version of ``name`` deployed before the current one, or ``version``."""
-    info = cluster.connect()
-    store = _store_for(info)
+    """Redeploy the version of ``name`` deployed before the current one, or ``version``, with the
+    hardware and scaling it last ran with."""
+    store = _store_for(cluster.connect())
     version = version or store.previous_version(name)
+    manifest = _stored_manifest(store, name, version)
+    settings = store.deployed_settings(name, version) or manifest.model_spec().settings()
+    return _redeploy(store, manifest, settings, wait, timeout, progress)
+
+
+def reconfigure(name: str, /, *, wait: bool = True, timeout: float = 300.0, progress: Progress = _quiet,
+                **changes: Any) -> Deployment:
+    """Change the hardware or scaling of a running model (``spec.SETTINGS``: ``gpu``, ``min``, ``max``...)
+    without a new version: its replicas are replaced by ones with the new settings, one by one."""
+    store = _store_for(cluster.connect())
+    version = store.current_version(name)
+    if version is None:
+        raise NotDeployedError(f"No model named {name!r} has been deployed from the artifact store {store.url}.")
+    manifest = _stored_manifest(store, name, version)
+    spec = manifest.model_spec()
+    spec = spec.with_settings(store.deployed_settings(name, version) or {}).with_settings(changes)
+    return _redeploy(store, manifest, spec.settings(), wait, timeout, progress)
+
+
+def _stored_manifest(store: ArtifactStore, name: str, version: str) -> Manifest:
     try:
-        manifest = load_manifest(store.artifact_url(name, version))
+        return load_manifest(store.artifact_url(name, version))
     except FileNotFoundError:
         known = ", ".join(v.version for v in store.versions(name))
         raise NotDeployedError(f"{name!r} has no version {version!r}; known versions: {known}") from None
+
+
+def _redeploy(store: ArtifactStore, manifest: Manifest, settings: dict[str, Any], wait: bool, timeout: float,
+              progress: Progress) -> Deployment:
+    """Run a stored version again, with ``settings``."""
+    info = cluster.connect()
     _installs.check_python(_installs.cluster_environment(info.address)[0], manifest.python)
-    secrets = _secrets.secret_values(manifest.model_spec().secrets)
+    spec = manifest.model_spec().with_settings(settings)
+    secrets = _secrets.secret_values(spec.secrets)
     shape = cluster_shape()
-    check_fits(name, place(manifest.model_spec(), shape), shape, info.embedded)
-    return _run(store, manifest, secrets, shape, wait, timeout, progress)
+    check_fits(spec.name, place(spec, shape), shape, info.embedded)
+    return _run(store, manifest, settings, secrets, shape, wait, timeout, progress)
 
 
 def restore(progress: Progress = _quiet) -> tuple[list[Deployment], dict[str, str]]:
@@ -125,6 +158,7 @@ def versions(name: str) -> list[VersionInfo]:
 def _run(
     store: ArtifactStore,
     manifest: Manifest,
+    settings: dict[str, Any],
     secrets: dict[str, str],
     shape: ClusterShape,
     wait: bool,
@@ -134,7 +168,7 @@ def _run(
     from ray import serve
 
     info = cluster.connect()
-    spec = manifest.model_spec()
+    spec = manifest.model_spec().with_settings(settings)
     install = _installs.missing(manifest.requirements, _installs.cluster_environment(info.address)[1])
     if install:
         progress("install", f"checking that pip can install {', '.join(install)} on the cluster")
@@ -148,6 +182,7 @@ def _run(
             "secrets": secrets,
             "environment": _forwarding.forwarded_environment(),
             "debug": debug_enabled(),
+            "settings": settings,
         },
         shape,
     )
@@ -166,7 +201,7 @@ def _run(
         _wait_until_running(spec.name, spec.min, deadline, progress)
         progress("route", f"waiting for {info.http_url}/{spec.name} to answer")
         _wait_for_route(info.http_url, spec.name, deadline, spec.min > 0)
-    store.record_deploy(spec.name, manifest.version)
+    store.record_deploy(spec.name, manifest.version, settings)
     cluster.call_app(CONTROL_APP, "register_model", spec.name, manifest.version, manifest.created_at,
                      spec.visibility, manifest.openapi)  # what /v1/models shows
     return Deployment(spec.name, f"{info.http_url}/{spec.name}", manifest.version, info.dashboard_url)

@@ -67,15 +67,17 @@ class Model:
         """The OpenAPI document this model serves at ``/{name}/openapi.json``."""
         return openapi(self.name, self.schema)
 
-    def deploy(self, wait: bool = True, timeout: float = 300.0) -> "Deployment":
+    def deploy(self, wait: bool = True, timeout: float = 300.0, **settings: Any) -> "Deployment":
         """Deploy on the cluster (the embedded local one by default).
 
         Blocks until the application is running and, when ``min`` > 0, its
         replicas are set up; raises DeployError with the reason otherwise.
+        ``settings`` override the decorator's hardware and scaling for this deploy
+        (``gpu="H100", min=1``...): the version stays the same.
         """
         from lambdaml.deploy import deploy
 
-        return deploy(self, wait=wait, timeout=timeout)
+        return deploy(self, wait=wait, timeout=timeout, settings=settings)
 
     def remote(self, **inputs: Any) -> Any:
         """Run one prediction on the deployed model and return its output (an iterator for a generator model)."""

@@ -18,6 +18,12 @@ from lambdaml._settings import RESERVED_NAMES
 from lambdaml._resources import GPU_HELP, MEMORY_HELP, GpuRequest, parse_gpu, parse_memory
 from lambdaml.errors import ConfigError
 
+# What a deploy may set without a new version: the hardware and scaling of a deployment, which
+# Replicate keeps apart from the model's version. `lambdaml deploy --gpu ...` overrides them for
+# one deploy and `lambdaml scale` / `lambdaml hardware` change them on a running model; the
+# version id hashes everything else (lambdaml.artifacts.content_version).
+SETTINGS = ("gpu", "cpu", "memory", "min", "max", "concurrency", "max_concurrency", "queue", "scaledown_after", "timeout")
+
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -157,6 +163,25 @@ class ModelSpec(StableModel):
             raise ValueError(f"{', '.join(both)} is both in env and in secrets; list a variable in one of them")
         return self
 
+    def settings(self) -> dict[str, Any]:
+        """The deployment settings (``SETTINGS``), as JSON: what a deploy record keeps."""
+        return self.model_dump(mode="json", include=set(SETTINGS))
+
+    def with_settings(self, changes: dict[str, Any]) -> "ModelSpec":
+        """This spec with some deployment settings changed, checked as ``@model(...)`` checks them."""
+        unknown = sorted(set(changes) - set(SETTINGS))
+        if unknown:
+            raise ConfigError(f"Invalid deploy settings: {', '.join(unknown)} cannot be changed at deploy time; "
+                              f"the settings are {', '.join(SETTINGS)}")
+        if not changes:
+            return self
+        return build_spec(**{**self.model_dump(), **changes}, _title="Invalid deploy settings", _stored=True)
+
+    def without_settings(self) -> "ModelSpec":
+        """This spec with every deployment setting at its default: what the packaged code carries, so
+        that the code's hash (the version) does not depend on them (``lambdaml.package``)."""
+        return self.model_copy(update={name: ModelSpec.model_fields[name].get_default() for name in SETTINGS})
+
     @property
     def ongoing_limit(self) -> int:
         """Requests one replica accepts at once (Serve's ``max_ongoing_requests``)."""
@@ -175,10 +200,14 @@ _HINTS = {
 }
 
 
-def build_spec(**params: Any) -> ModelSpec:
-    """Validate ``@model`` parameters, turning pydantic's errors into one clear ConfigError."""
+def build_spec(_title: str = "Invalid @model(...) parameters", _stored: bool = False, **params: Any) -> ModelSpec:
+    """Validate ``@model`` parameters, turning pydantic's errors into one clear ConfigError.
+
+    ``_stored``: the parameters of a spec that was valid where it was made (its requirements
+    file need not exist here).
+    """
     try:
-        return ModelSpec(**params)
+        return ModelSpec.model_validate(params, context={"stored": _stored})
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
@@ -190,4 +219,4 @@ def build_spec(**params: Any) -> ModelSpec:
             elif field in _HINTS and _HINTS[field] not in message:
                 message = f"{message} (expected {_HINTS[field]})"
             lines.append(f"  {field}: {message}")
-        raise ConfigError("Invalid @model(...) parameters:\n" + "\n".join(lines)) from None
+        raise ConfigError(f"{_title}:\n" + "\n".join(lines)) from None

@@ -11,6 +11,7 @@ import pytest
 
 from lambdaml import NotDeployedError
 from lambdaml.artifacts import ArtifactStore, ArtifactTampered, Manifest, load_code, load_manifest
+from lambdaml.spec import build_spec
 
 
 KEY = "k" * 32
@@ -22,7 +23,11 @@ def signing_key(monkeypatch):
 
 
 def manifest(**changes) -> Manifest:
-    return Manifest(name="m", python="3.11", spec={"name": "m"}, **changes)
+    return Manifest(**{"name": "m", "python": "3.11", "spec": {"name": "m"}, **changes})
+
+
+SMALL = build_spec(name="m").settings()  # hardware and scaling a deploy record keeps
+BIG = build_spec(name="m", gpu="H100", cpu=4, min=1, max=8, timeout=600).settings()
 
 
 def test_same_content_same_version_and_kept_once(tmp_path):
@@ -93,21 +98,33 @@ def test_versions_deploys_and_previous(tmp_path):
     store = ArtifactStore(f"file://{tmp_path}")
     a = store.save(manifest(), b"a").version
     b = store.save(manifest(), b"b").version
-    store.record_deploy("m", a)
-    store.record_deploy("m", b)
-    store.record_deploy("m", b)  # redeploying the current version records nothing
+    store.record_deploy("m", a, SMALL)
+    store.record_deploy("m", b, SMALL)
+    store.record_deploy("m", b, SMALL)  # redeploying the current version as it runs records nothing
     rows = {row.version: row for row in store.versions("m")}
     assert rows[b].current and not rows[a].current and len(rows[b].deployed_at) == 1
     assert store.previous_version("m") == a
-    store.record_deploy("m", a)  # a rollback
+    store.record_deploy("m", b, BIG)  # `lambdaml scale`: the same version, other settings
+    rows = {row.version: row for row in store.versions("m")}
+    assert len(rows[b].deployed_at) == 2 and rows[b].settings == BIG and rows[a].settings == SMALL
+    assert store.deployed_settings("m", b) == BIG and store.previous_version("m") == a
+    store.record_deploy("m", a, SMALL)  # a rollback
     assert store.current_version("m") == a and store.previous_version("m") == b
+
+
+def test_the_version_is_the_code_whatever_the_hardware_and_scaling(tmp_path):
+    store = ArtifactStore(str(tmp_path))
+    small = store.save(manifest(spec={"name": "m", **SMALL}), b"a")
+    big = store.save(manifest(spec={"name": "m", **BIG}), b"a")
+    assert big.version == small.version and big.model_spec().settings() == SMALL  # as first stored
+    assert store.save(manifest(spec={"name": "m", "env": {"MODE": "fast"}}), b"a").version != small.version
 
 
 def test_unknown_names_and_first_versions_say_so(tmp_path):
     store = ArtifactStore(str(tmp_path))
     with pytest.raises(NotDeployedError, match="No versions of 'ghost'"):
         store.versions("ghost")
-    store.record_deploy("m", store.save(manifest(), b"a").version)
+    store.record_deploy("m", store.save(manifest(), b"a").version, SMALL)
     with pytest.raises(NotDeployedError, match="no earlier deployed version"):
         store.previous_version("m")
 
@@ -129,11 +146,11 @@ def test_live_models_are_those_deployed_and_not_deleted_since(tmp_path):
         return store.save(Manifest(name=name, python="3.11", spec={"name": name}), name.encode()).version
 
     for name in ("kept", "gone", "back"):
-        store.record_deploy(name, stored(name))
+        store.record_deploy(name, stored(name), SMALL)
     stored("stored-only")  # never deployed
     store.record_delete("gone")
     store.record_delete("back")
-    store.record_deploy("back", store.current_version("back"))  # deployed again after its delete
+    store.record_deploy("back", store.current_version("back"), SMALL)  # deployed again after its delete
     assert store.live_models() == ["back", "kept"]
 
 
@@ -147,7 +164,7 @@ def test_a_bucket_store_keeps_versions_signatures_and_deploy_records(scheme, req
     assert store.save(manifest(), b"code in a bucket").version == saved.version  # kept once
     url = store.artifact_url("m", saved.version)
     assert url.startswith(f"{root}/m/") and load_code(url, load_manifest(url)) == b"code in a bucket"
-    store.record_deploy("m", saved.version)
+    store.record_deploy("m", saved.version, SMALL)
     assert store.current_version("m") == saved.version and store.live_models() == ["m"]
     fs.pipe(f"lmt-bucket/artifact-store-test/m/{saved.version}/model.pkl", b"evil code")
     with pytest.raises(ArtifactTampered, match="changed after lambdaml stored it"):

@@ -284,3 +284,33 @@ def test_a_python_version_mismatch_stops_the_deploy(cluster, monkeypatch):
         mismatch.deploy()
     with pytest.raises(lambdaml.NotDeployedError):
         app_status("mismatch")
+
+
+@model(name="hw-probe", cpu=0.1, min=1, max=1)
+def hw_probe() -> dict:
+    import ray
+
+    return ray.get_runtime_context().get_assigned_resources()
+
+
+def test_hardware_and_scaling_change_without_a_new_version(deployed):
+    first = deployed(hw_probe, gpu="A100", max=2)  # over what @model says, for this deploy
+    assert hw_probe.remote()["GPU"] == 1
+    (row,) = lambdaml.versions("hw-probe")
+    assert row.settings["gpu"] == [{"type": "A100", "count": 1}] and row.settings["max"] == 2
+    moved = lambdaml.reconfigure("hw-probe", gpu=None, cpu=0.2)  # `lambdaml hardware hw-probe --gpu none --cpu 0.2`
+    assert moved.version == first.version
+    resources = hw_probe.remote()
+    assert "GPU" not in resources and resources["CPU"] == pytest.approx(0.2)
+    (row,) = lambdaml.versions("hw-probe")
+    assert len(row.deployed_at) == 2 and row.settings["gpu"] == [] and row.settings["max"] == 2  # the rest is kept
+    # A bad value is refused with @model's message before anything changes.
+    with pytest.raises(lambdaml.ConfigError, match=r"min \(3\) is larger than max \(2\)"):
+        lambdaml.reconfigure("hw-probe", min=3)
+    with pytest.raises(lambdaml.ConfigError, match="name cannot be changed at deploy time"):
+        lambdaml.reconfigure("hw-probe", name="other")
+    with pytest.raises(lambdaml.ConfigError, match="Invalid deploy settings:\n  gpu: unknown GPU 'Z80'"):
+        hw_probe.deploy(gpu="Z80")
+    assert len(lambdaml.versions("hw-probe")[0].deployed_at) == 2
+    # The same code deployed again with @model's own settings: still the same version.
+    assert hw_probe.deploy().version == first.version and "GPU" not in hw_probe.remote()

@@ -4,7 +4,7 @@ import pytest
 
 from lambdaml import ConfigError, model
 from lambdaml._resources import GpuRequest, parse_gpu, parse_memory
-from lambdaml.spec import kebab_case
+from lambdaml.spec import build_spec, kebab_case
 
 
 def test_gpu_strings_parse_to_type_and_count():
@@ -91,3 +91,16 @@ def test_batch_accepts_a_size_a_pair_or_a_mapping():
     assert build_spec(name="b", batch={"max_size": 2}).batch.max_size == 2
     with pytest.raises(ConfigError, match="batch"):
         build_spec(name="b", batch=0)
+
+
+def test_deploy_settings_are_checked_as_model_checks_them():
+    spec = build_spec(name="m", gpu="A100", max=3, env={"MODE": "fast"})
+    moved = spec.with_settings({"gpu": ["H100", "A100"], "min": 1})
+    assert [gpu.type for gpu in moved.gpu] == ["H100", "A100"] and moved.min == 1 and moved.max == 3
+    assert moved.env == spec.env and spec.with_settings({}) is spec
+    with pytest.raises(ConfigError, match=r"Invalid deploy settings:\n  model: min \(5\) is larger than max \(3\)"):
+        spec.with_settings({"min": 5})
+    with pytest.raises(ConfigError, match="env cannot be changed at deploy time"):
+        spec.with_settings({"env": {}})
+    bare = moved.without_settings()  # what the packaged code carries
+    assert bare.settings() == build_spec(name="m").settings() and bare.env == spec.env

@@ -72,12 +72,13 @@ class ModelServer:
         secrets: dict[str, str] | None = None,
         environment: dict[str, str] | None = None,
         debug: bool = False,
+        settings: dict[str, Any] | None = None,
         fingerprint: str = "",
     ):
         _use_environment(environment or {})  # first: the artifact store may need these credentials
         flush_serve_logs_every(1.0)
         manifest = load_manifest(artifact)
-        spec = manifest.model_spec()
+        spec = manifest.model_spec().with_settings(settings or {})  # the deploy's hardware and scaling
         self.version = manifest.version
         secret_values = _secret_values(spec.secrets, secrets)
         _use_environment({**spec.env, **secret_values})
@@ -87,8 +88,10 @@ class ModelServer:
             self._batched.set_max_batch_size(spec.batch.max_size)
             self._batched.set_batch_wait_timeout_s(spec.batch.wait_ms / 1000)
             batcher = self._batched
+        model = unpack(load_code(artifact, manifest))
+        model.spec = spec
         self.runtime = ModelRuntime(
-            unpack(load_code(artifact, manifest)), debug=debug, masked=masked, metrics=ModelMetrics(spec.name), batcher=batcher
+            model, debug=debug, masked=masked, metrics=ModelMetrics(spec.name), batcher=batcher
         )
         self.name = spec.name
         self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))
