@@ -140,11 +140,13 @@ def deploy(
     concurrency: Optional[int] = _cli_settings.CONCURRENCY,
     scaledown_after: Optional[float] = _cli_settings.SCALEDOWN_AFTER,
     timeout: Optional[float] = _cli_settings.TIMEOUT,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print where it would run and what it would cost; change nothing."),
 ) -> None:
     """Deploy every @model in a file (or the one named).
 
     The hardware and scaling options override what @model(...) says, for this deploy; the
-    same code keeps its version whatever they are.
+    same code keeps its version whatever they are. Before it rolls out, deploy prints the
+    node type the model lands on and its hourly cost at min and max replicas.
 
     Example: `lambdaml deploy examples/hello.py` or `lambdaml deploy models.py:captioner --gpu H100 --min 1`
     """
@@ -160,13 +162,16 @@ def deploy(
         models = [Model(model.target, model.spec.model_copy(update={"visibility": "public"})) for model in models]
     for model in models:  # all checked before any is deployed
         model.spec.with_settings(settings)
+    if dry_run:
+        _print_plans(models, settings)
+        return
     results = []
     for model in models:
         with console.status(f"[bold]{model.name}[/]: connecting to the cluster") as status:
 
             def progress(stage: str, detail: str, name: str = model.name) -> None:
                 status.update(f"[bold]{name}[/]: {detail}")
-                if stage in ("upload", "install"):
+                if stage in ("cost", "upload", "install"):
                     console.print(f"  [green]✓[/] {name}: {detail}", highlight=False)
 
             started = time.monotonic()
@@ -180,6 +185,16 @@ def deploy(
                       ", ".join(f"{n} {s.lower()}" for s, n in replicas.items()) or "0 (scales up on demand)")
     console.print(table)
     console.print(f"Ray dashboard: {results[0].dashboard_url}", highlight=False)
+
+
+def _print_plans(models: list[Any], settings: dict[str, Any]) -> None:
+    from lambdaml.deploy import plan
+
+    for model in models:
+        planned = plan(model.spec.with_settings(settings))
+        console.print(f"[bold]{model.name}[/]: {_cli_settings.describe(planned.spec.settings())}", highlight=False)
+        console.print(f"  cost: {planned.estimate.line()}", highlight=False)
+    console.print("Nothing was deployed (--dry-run).")
 
 
 @command

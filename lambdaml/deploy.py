@@ -16,14 +16,16 @@ from typing import Any
 
 import httpx
 
-from lambdaml import _forwarding, _installs, _secrets, cluster
+from lambdaml import _forwarding, _installs, _secrets, cluster, cost
 from lambdaml._settings import CONTROL_APP, debug_enabled
 from lambdaml.app import build_with_fingerprint
-from lambdaml.placement import ClusterShape, check_fits, cluster_shape, place
+from lambdaml.cost import Estimate
+from lambdaml.placement import ClusterShape, Placement, check_fits, cluster_shape, place
 from lambdaml.artifacts import ArtifactStore, Manifest, VersionInfo, load_manifest
 from lambdaml.errors import DeployError, LambdamlError, NotDeployedError
 from lambdaml.model import Model
 from lambdaml.package import build as build_artifact
+from lambdaml.spec import ModelSpec
 
 @dataclass(frozen=True)
 class Deployment:
@@ -76,13 +78,35 @@ def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Pr
     python, _ = _installs.cluster_environment(info.address)
     _installs.check_python(python)
     secrets = _secrets.secret_values(model.spec.secrets)
-    shape = cluster_shape()  # read once: the fit check and the Serve options both use it
-    check_fits(spec.name, place(spec, shape), shape, info.embedded)
+    planned = plan(spec)
+    progress("cost", planned.estimate.line())
     progress("environment", "capturing code and packages")
     manifest, code = build_artifact(model, secrets)
     store = _store_for(info)
     progress("upload", f"storing the artifact in {store.url}")
-    return _run(store, store.save(manifest, code), spec.settings(), secrets, shape, wait, timeout, progress)
+    return _run(store, store.save(manifest, code), spec.settings(), secrets, planned.shape, wait, timeout, progress)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where a model would run on the connected cluster, and what that costs an hour."""
+
+    spec: ModelSpec
+    shape: ClusterShape
+    placement: Placement
+    estimate: Estimate
+
+
+def plan(spec: ModelSpec) -> Plan:
+    """What deploying ``spec`` would run and cost (``lambdaml deploy --dry-run``); changes nothing.
+
+    DeployError if no node the cluster has or can add could hold a replica.
+    """
+    info = cluster.connect()
+    shape = cluster_shape()  # read once: the fit check, the estimate and the Serve options all use it
+    placement = place(spec, shape)
+    check_fits(spec.name, placement, shape, info.embedded)
+    return Plan(spec, shape, placement, cost.estimate(spec.min, spec.max, placement, shape))
 
 
 def rollback(
@@ -126,9 +150,9 @@ def _redeploy(store: ArtifactStore, manifest: Manifest, settings: dict[str, Any]
     _installs.check_python(_installs.cluster_environment(info.address)[0], manifest.python)
     spec = manifest.model_spec().with_settings(settings)
     secrets = _secrets.secret_values(spec.secrets)
-    shape = cluster_shape()
-    check_fits(spec.name, place(spec, shape), shape, info.embedded)
-    return _run(store, manifest, settings, secrets, shape, wait, timeout, progress)
+    planned = plan(spec)
+    progress("cost", planned.estimate.line())
+    return _run(store, manifest, settings, secrets, planned.shape, wait, timeout, progress)
 
 
 def restore(progress: Progress = _quiet) -> tuple[list[Deployment], dict[str, str]]:

@@ -133,6 +133,18 @@ def test_rollback_versions_and_delete(cluster, tmp_path):
     assert "one" in cli("predict", "cli-versioned")[1]
     code, output = cli("versions", "cli-versioned")
     assert code == 0 and output.count("current") == 1
+    # Hardware and scaling change without a new version; bad values are refused with @model's words.
+    code, output = cli("scale", "cli-versioned", "--max", "3")
+    assert code == 0 and "(unchanged)" in output and "1-3 replicas" in output, output
+    assert "one" in cli("predict", "cli-versioned")[1]
+    code, output = cli("versions", "cli-versioned")
+    assert output.count("current") == 1 and "1-3 replicas" in output and "1-1 replicas" in output, output
+    for args, message in ((["hardware", "cli-versioned", "--gpu", "Z80"], "gpu: unknown GPU 'Z80'"),
+                          (["scale", "cli-versioned", "--min", "5"], "min (5) is larger than max (3)"),
+                          (["scale", "cli-versioned"], "nothing to change"),
+                          (["deploy", str(source), "--max", "0"], "max: Input should be greater than or equal to 1")):
+        code, output = cli(*args)
+        assert code == 1 and message in output and "Traceback" not in output, output
     assert cli("delete", "cli-versioned")[0] == 0
     assert "No model named 'cli-versioned'" in cli("delete", "cli-versioned")[1]
 
@@ -164,7 +176,7 @@ def test_no_cluster_running_is_a_clear_error(tmp_path):
 
 def test_every_command_has_help_with_an_example():
     for command in ("deploy", "predict", "ls", "status", "logs", "delete", "rollback", "schema", "up", "down",
-                    "dashboard", "versions"):
+                    "dashboard", "versions", "scale", "hardware"):
         code, output = cli(command, "--help")
         assert code == 0 and "Example" in output, command
         assert "<bool>" not in output, command  # a flag takes no value: no type shown

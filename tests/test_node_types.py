@@ -36,6 +36,8 @@ def test_cluster_yaml_node_types_are_read_with_their_resources():
     assert types["a100"] == {
         "resources": {"CPU": 96, "GPU": 8, "accelerator_type:A100": 1, "accelerator_type:A100-40G": 1},
         "max_workers": 7,
+        "instance_type": "p4d.24xlarge",
+        "price_per_hour": 32.7726,  # lambdaml's list price: cluster.yaml sets none (tests/test_cost.py)
     }
     assert "head" not in types
 
@@ -93,6 +95,7 @@ def simulated(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("simulated")
     config = yaml.safe_load(CLUSTER_YAML.read_text())
     config["available_node_types"] = {k: v for k, v in config["available_node_types"].items() if k in KEPT_TYPES}
+    config["metadata"] = {"lambdaml": {"prices": {"a100": 21.96}}}  # what this cluster pays, over the list price
     trimmed = workdir / "cluster.yaml"
     trimmed.write_text(yaml.safe_dump(config, sort_keys=False))
     temp_dir = Path(tempfile.gettempdir()) / f"lms-{os.getpid()}"  # short: socket paths are capped
@@ -146,6 +149,8 @@ def test_a100_node_is_added_on_demand_and_removed_when_idle(simulated):
     deployed = lambdaml("deploy", "models.py")
     assert deployed.returncode == 0, deployed.stderr
     assert "0 (scales up on demand)" in deployed.stdout
+    assert ("captioner: lands on a100 nodes (p4d.24xlarge), 8 replicas per node at $21.96/h: $0.00/h idle "
+            "(scales to zero), up to $21.96/h at 2 replicas on 1 a100 node") in " ".join(deployed.stdout.split())
     assert len(_alive_nodes(env)) == 1  # min=0: deploying adds nothing
 
     # 1-3: the first request makes the autoscaler add an A100 node; the replica runs there and answers.
@@ -174,6 +179,20 @@ def test_a100_node_is_added_on_demand_and_removed_when_idle(simulated):
     status = lambdaml("status", "captioner")
     assert status.returncode == 0, status.stderr
     assert "0 replicas" in status.stdout or "no replicas" in status.stdout.lower(), status.stdout
+
+
+def test_a_dry_run_prints_placement_and_cost_for_other_settings_and_deploys_nothing(simulated):
+    _, lambdaml = simulated
+    planned = lambdaml("deploy", "h100.py", "--gpu", "A100", "--max", "50", "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    shown = " ".join(planned.stdout.split())
+    assert "needs-h100: A100 x1, 0-50 replicas" in shown
+    assert "$0.00/h idle (scales to zero), up to $153.72/h at 50 replicas on 7 a100 nodes" in shown
+    assert "Nothing was deployed (--dry-run)." in shown
+    on_cpus = lambdaml("deploy", "h100.py", "--gpu", "none", "--min", "1", "--max", "20", "--dry-run")
+    assert ("lands on cpu nodes (m6i.4xlarge), 16 replicas per node at $0.77/h: $0.77/h at min (1 replica on 1 node), "
+            "up to $1.54/h at 20 replicas on 2 cpu nodes") in " ".join(on_cpus.stdout.split())
+    assert lambdaml("status", "needs-h100").returncode == 1  # nothing was deployed
 
 
 def test_a_gpu_no_node_type_has_is_refused_at_deploy_time(simulated):

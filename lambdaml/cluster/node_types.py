@@ -26,13 +26,15 @@ from typing import Any
 import yaml
 
 from lambdaml._settings import ClusterSettings
+from lambdaml.cluster.prices import instance_type, overrides_in, price_per_hour
 
 _KV_NAMESPACE = "lambdaml"
 _KV_KEY = "node_types"
 # Each simulated node is a raylet with its own object store; keep that small.
 _FAKE_OBJECT_STORE_BYTES = 100 * 1024 * 1024
 
-NodeTypes = dict[str, dict[str, Any]]  # name -> {"resources": {...}, "max_workers": n}
+# name -> {"resources": {...}, "max_workers": n, "instance_type": str | None, "price_per_hour": float | None}
+NodeTypes = dict[str, dict[str, Any]]
 
 
 def read_cluster_yaml(path: str | Path) -> tuple[dict[str, float], NodeTypes]:
@@ -47,8 +49,14 @@ def read_cluster_yaml(path: str | Path) -> tuple[dict[str, float], NodeTypes]:
             f"{path} is not a Ray cluster-launcher config: it needs available_node_types and a head_node_type "
             "naming one of them"
         ) from None
+    prices = overrides_in(config)
     workers = {
-        name: {"resources": dict(node.get("resources", {})), "max_workers": int(node.get("max_workers", 0))}
+        name: {
+            "resources": dict(node.get("resources", {})),
+            "max_workers": int(node.get("max_workers", 0)),
+            "instance_type": instance_type(node),
+            "price_per_hour": price_per_hour(name, node, prices),  # lambdaml.cost
+        }
         for name, node in types.items()
         if name != head_type
     }
