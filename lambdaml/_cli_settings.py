@@ -45,3 +45,14 @@ def describe(settings: dict[str, Any]) -> str:
     if settings.get("timeout"):
         parts.append(f"timeout {settings['timeout']:g} s")
     return ", ".join(parts)
+
+
+def dollars(amount: float | None) -> str:
+    """``$1,234.56``, or ``-`` for an amount no price is known for."""
+    return "-" if amount is None else f"${amount:,.2f}"
+
+
+def clock(hours: float) -> str:
+    """Hours as ``h:mm:ss`` (``26:03:41``): replica time, to the second."""
+    seconds = round(hours * 3600)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

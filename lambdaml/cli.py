@@ -475,6 +475,39 @@ def rollback(
     console.print(f"{name} is now at version {deployment.version}: {deployment.url}/predictions", highlight=False)
 
 
+@command
+def cost(
+    name: Optional[str] = typer.Argument(None, help="The model's name (default: every model)."),
+    since: str = typer.Option("24h", "--since", help="The period: 30m, 24h, 7d..."),
+) -> None:
+    """What models cost over a period, from their replicas' running time and the nodes' hourly prices.
+
+    Example: `lambdaml cost` or `lambdaml cost captioner --since 7d`
+    """
+    from lambdaml import cost as costs
+    from lambdaml._durations import parse_duration
+
+    period = parse_duration(since)
+    rows = costs.actual(name, period)
+    if not rows:
+        console.print(f"No replica of {name or 'any model'} ran in the last {since}.")
+        return
+    table = Table("model", "replica time", "cost", f"max up {since}", f"1 up {since}", "saved vs max",
+                  title=f"Cost over the last {since}")
+    money = _cli_settings.dollars
+    for row in rows:
+        saved = None if row.dollars is None or row.kept_at_max is None else row.kept_at_max - row.dollars
+        table.add_row(row.model, _cli_settings.clock(row.replica_hours), money(row.dollars), money(row.kept_at_max),
+                      money(row.kept_at_one), money(saved))
+    if len(rows) > 1:
+        known = [row.dollars for row in rows]
+        table.add_row("total", _cli_settings.clock(sum(row.replica_hours for row in rows)),
+                      money(None if None in known else sum(known)), "", "", "")
+    console.print(table)
+    if any(row.dollars is None for row in rows):
+        console.print(f"-: no price known for the nodes it ran on; {costs.PRICES_HINT}.", highlight=False)
+
+
 def _reconfigure(name: str, settings: dict[str, Any]) -> None:
     from lambdaml.deploy import reconfigure, versions as list_versions
 

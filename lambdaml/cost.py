@@ -1,4 +1,4 @@
-"""What a model costs: the estimate a deploy prints, from the node types' hourly prices.
+"""What a model costs: the estimate a deploy prints, and what it cost, from the node types' hourly prices.
 
 A replica lands on a node type that can hold it (the cheapest, when several can); a node
 of that type holds as many replicas as its CPUs, GPUs and memory allow; a model at ``n``
@@ -6,14 +6,20 @@ replicas keeps ``ceil(n / per node)`` such nodes up. That is the arithmetic of
 docs/cost.md, with its limits: a node shared with other models is counted whole, a
 fractional GPU is a fraction of a node only if the replicas of one model fill it, and
 prices are what cluster.yaml or lambdaml's list says (``lambdaml.cluster.prices``).
+
+What a model cost (``actual``, ``lambdaml cost``) is its replica-time, reported by every
+replica (``lambdaml.serve.presence``), each hour priced at its share of a node
+(``price / per node``), against what keeping ``max`` replicas, or one, up would have cost.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
+from typing import Any
 
-from lambdaml.placement import ClusterShape, Placement, Resources
+from lambdaml.placement import ClusterShape, Resources
 
 PRICES_HINT = "set metadata.lambdaml.prices in cluster.yaml (docs/cost.md)"
 
@@ -69,12 +75,12 @@ def replicas_per_node(needs: Resources, node: Resources) -> int:
     return min(counts) if counts else 1
 
 
-def estimate(min_replicas: int, max_replicas: int, placement: Placement, shape: ClusterShape) -> Estimate:
-    """The cost of running ``min_replicas``..``max_replicas`` replicas placed as ``placement`` on ``shape``."""
+def estimate(min_replicas: int, max_replicas: int, needs: Resources, shape: ClusterShape) -> Estimate:
+    """The cost of running ``min_replicas``..``max_replicas`` replicas, each needing ``needs``, on ``shape``."""
     fitting = [
         (name, node, per_node)
         for name, node in shape.node_types.items()
-        if (per_node := replicas_per_node(placement.needs, node["resources"])) > 0
+        if (per_node := replicas_per_node(needs, node["resources"])) > 0
     ]
     if not fitting:
         return Estimate(min_replicas, max_replicas)
@@ -82,3 +88,67 @@ def estimate(min_replicas: int, max_replicas: int, placement: Placement, shape: 
     name, node, per_node = min(priced or fitting, key=lambda entry: (entry[1].get("price_per_hour") or 0) / entry[2])
     return Estimate(min_replicas, max_replicas, name, node.get("instance_type"), per_node, node.get("max_workers", 0),
                     node.get("price_per_hour"))
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """What one model cost over a period, and what it would have cost kept up."""
+
+    model: str
+    replica_hours: float
+    dollars: float | None  # None: no price known for the nodes it ran on
+    kept_at_max: float | None  # its max replicas up the whole period, whole nodes
+    kept_at_one: float | None  # one replica up the whole period (min=1)
+
+
+def _share_per_hour(needs: Resources, shape: ClusterShape) -> float | None:
+    """An hour of one replica needing ``needs``: its share of the cheapest node type that holds it."""
+    found = estimate(1, 1, needs, shape)
+    return None if found.price_per_hour is None else found.price_per_hour / found.per_node
+
+
+def price_spans(spans: list[dict[str, Any]], since_ts: float, until_ts: float, max_replicas: dict[str, int],
+                shape: ClusterShape) -> list[ModelCost]:
+    """Per model, the replica-hours of ``spans`` inside ``since_ts``..``until_ts`` and their price."""
+    hours = (until_ts - since_ts) / 3600
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        by_model.setdefault(span["model"], []).append(span)
+    costs = []
+    for model, rows in sorted(by_model.items()):
+        replica_hours, dollars = 0.0, 0.0  # dollars becomes None at the first span without a price
+        for row in rows:
+            inside = max(0.0, min(row["seen_ts"], until_ts) - max(row["started_ts"], since_ts)) / 3600
+            share = _share_per_hour(_needs(row["resources"]), shape)
+            replica_hours += inside
+            dollars = None if dollars is None or share is None else dollars + inside * share
+        latest = estimate(1, max_replicas.get(model, 1), _needs(rows[-1]["resources"]), shape)
+        at_max, at_one = latest.hourly(latest.max_replicas), latest.hourly(1)
+        costs.append(ModelCost(model, replica_hours, dollars, None if at_max is None else at_max * hours,
+                               None if at_one is None else at_one * hours))
+    return costs
+
+
+def _needs(resources: dict[str, float] | None) -> Resources:
+    """What a replica held, as placement needs: Ray also lists its memory and custom resources."""
+    return {name: amount for name, amount in (resources or {}).items()
+            if name in ("CPU", "GPU", "memory") or name.startswith("accelerator_type:")}
+
+
+def actual(name: str | None = None, since_s: float = 86400.0) -> list[ModelCost]:
+    """What each model (or ``name``) cost over the last ``since_s`` seconds, from its replicas' reports."""
+    from lambdaml import cluster
+    from lambdaml._settings import CONTROL_APP
+    from lambdaml.artifacts import ArtifactStore
+    from lambdaml.placement import cluster_shape
+
+    cluster.connect()
+    until = time.time()
+    spans = cluster.call_app(CONTROL_APP, "replica_time", until - since_s, name)
+    store = ArtifactStore()
+    max_replicas = {}
+    for model in {span["model"] for span in spans}:
+        version = store.current_version(model)
+        settings = store.deployed_settings(model, version) if version else None
+        max_replicas[model] = (settings or {}).get("max", 1)
+    return price_spans(spans, until - since_s, until, max_replicas, cluster_shape())

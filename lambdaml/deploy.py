@@ -106,7 +106,7 @@ def plan(spec: ModelSpec) -> Plan:
     shape = cluster_shape()  # read once: the fit check, the estimate and the Serve options all use it
     placement = place(spec, shape)
     check_fits(spec.name, placement, shape, info.embedded)
-    return Plan(spec, shape, placement, cost.estimate(spec.min, spec.max, placement, shape))
+    return Plan(spec, shape, placement, cost.estimate(spec.min, spec.max, placement.needs, shape))
 
 
 def rollback(

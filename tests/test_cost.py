@@ -1,5 +1,6 @@
 """Cost estimates from cluster.yaml's node types: which node type, replicas per node, dollars an hour."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from lambdaml.cluster.node_types import read_cluster_yaml
-from lambdaml.cost import estimate, replicas_per_node
+from lambdaml.cost import estimate, price_spans, replicas_per_node
 from lambdaml.placement import ClusterShape, place
 from lambdaml.spec import build_spec
 
@@ -16,7 +17,7 @@ CLUSTER_YAML = Path(__file__).parent.parent / "cluster.yaml"
 
 def line_for(shape: ClusterShape, **spec) -> str:
     model = build_spec(name="m", **spec)
-    return estimate(model.min, model.max, place(model, shape), shape).line()
+    return estimate(model.min, model.max, place(model, shape).needs, shape).line()
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +71,43 @@ def test_replicas_per_node_counts_every_resource_asked_for():
     assert replicas_per_node({"CPU": 1, "memory": 24 * 2**30}, node) == 2
     assert replicas_per_node({"CPU": 0.5, "GPU": 0.25}, node) == 32
     assert replicas_per_node({"CPU": 1, "accelerator_type:H100": 0.001}, node) == 0
+
+
+def test_replica_time_is_priced_at_its_share_of_a_node_against_keeping_replicas_up(aws):
+    now = 1_000_000.0
+    spans = [  # one A100 replica 2 h inside the last day, one more that started before it
+        {"model": "captioner", "resources": {"CPU": 1.0, "GPU": 1.0, "accelerator_type:A100": 0.001},
+         "started_ts": now - 5 * 3600, "seen_ts": now - 3 * 3600},
+        {"model": "captioner", "resources": {"CPU": 1.0, "GPU": 1.0, "accelerator_type:A100": 0.001},
+         "started_ts": now - 30 * 3600, "seen_ts": now - 23 * 3600},
+        {"model": "local", "resources": {"CPU": 0.1}, "started_ts": now - 3600, "seen_ts": now},
+    ]
+    captioner, local = price_spans(spans, now - 24 * 3600, now, {"captioner": 16}, aws)
+    assert captioner.replica_hours == pytest.approx(3.0)
+    assert captioner.dollars == pytest.approx(3 * 32.7726 / 8)  # an eighth of a p4d.24xlarge per replica
+    assert captioner.kept_at_max == pytest.approx(2 * 32.7726 * 24) and captioner.kept_at_one == pytest.approx(32.7726 * 24)
+    assert local.replica_hours == pytest.approx(1.0) and local.dollars == pytest.approx(0.768 / 160)
+    unpriced = price_spans(spans[2:], now - 3600, now, {}, ClusterShape([{"CPU": 2.0}]))[0]
+    assert unpriced.replica_hours == pytest.approx(1.0) and unpriced.dollars is None and unpriced.kept_at_max is None
+
+
+def test_lambdaml_cost_counts_a_running_replica_on_the_embedded_cluster(deployed):
+    from typer.testing import CliRunner
+
+    from lambdaml import cluster, model
+    from lambdaml._settings import CONTROL_APP
+    from lambdaml.cli import app
+
+    @model(name="cost-probe", cpu=0.1, min=1, max=1)
+    def cost_probe() -> int:
+        return 1
+
+    deployed(cost_probe)
+    deadline = time.monotonic() + 30  # the replica reports at its first health probe, within a second or two
+    while not cluster.call_app(CONTROL_APP, "replica_time", time.time() - 60, "cost-probe"):
+        assert time.monotonic() < deadline, "no presence report from the replica"
+        time.sleep(0.5)
+    result = CliRunner().invoke(app, ["cost", "cost-probe", "--since", "1h"])
+    assert result.exit_code == 0, result.output
+    assert "cost-probe" in result.output and "no price known for the nodes it ran on" in result.output
+    assert CliRunner().invoke(app, ["cost", "--since", "soon"]).exit_code == 1

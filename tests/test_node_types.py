@@ -179,6 +179,12 @@ def test_a100_node_is_added_on_demand_and_removed_when_idle(simulated):
     status = lambdaml("status", "captioner")
     assert status.returncode == 0, status.stderr
     assert "0 replicas" in status.stdout or "no replicas" in status.stdout.lower(), status.stdout
+    # 5: what it cost: its replica's seconds on the A100 node, at an eighth of the node's $21.96/h.
+    spent = lambdaml("cost", "captioner", "--since", "1h")
+    assert spent.returncode == 0, spent.stderr
+    (row,) = [line for line in spent.stdout.splitlines() if "captioner" in line]
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert cells[1] != "0:00:00" and cells[2].startswith("$") and cells[3] == "$21.96"  # max=2: one node for the hour
 
 
 def test_a_dry_run_prints_placement_and_cost_for_other_settings_and_deploys_nothing(simulated):

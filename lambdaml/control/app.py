@@ -33,6 +33,7 @@ from lambdaml.control.files import FileRoutes, Uploads, file_retention
 from lambdaml.control.forward import Forwarder
 from lambdaml.control.records import Records, database_url
 from lambdaml.control.tokens import AuthState, Tokens
+from lambdaml.control.usage import Usage
 from lambdaml.control.webhooks import WebhookSender, new_secret
 
 ROUTE = "/v1"
@@ -60,6 +61,7 @@ class ControlServer:
         self.tokens = Tokens(self.records)
         self.catalog = Catalog(self.records)
         self.uploads = Uploads(self.records, file_retention_s)
+        self.usage = Usage(self.records)
         self.url_keys = UrlKeys(self.records.setting("stream_secret", new_secret))
         self.files = FileRoutes(self.uploads, self.url_keys)
         self.forwarder = Forwarder(self.catalog, self.files, self.url_keys)
@@ -91,6 +93,7 @@ class ControlServer:
     async def _expire(self) -> None:
         await asyncio.to_thread(self.records.expire, self._retention)
         await asyncio.to_thread(self.uploads.expire)
+        await asyncio.to_thread(self.usage.expire, self._retention)
 
     async def check_health(self) -> None:
         self._start_loops()  # Serve probes every few seconds: the loops start even before any call
@@ -108,6 +111,16 @@ class ControlServer:
             return cancels
 
         return await asyncio.to_thread(write)
+
+    async def replica_seen(self, replica: str, model: str, version: str, resources: dict[str, float],
+                           started_ts: float) -> None:
+        """A model replica is up (``lambdaml.serve.presence``): what ``lambdaml cost`` counts."""
+        self._start_loops()
+        await asyncio.to_thread(self.usage.seen, replica, model, version, resources, started_ts)
+
+    async def replica_time(self, since_ts: float, model: str | None = None) -> list[dict[str, Any]]:
+        """The replica spans since ``since_ts`` (``lambdaml.cost.actual``)."""
+        return await asyncio.to_thread(self.usage.spans, since_ts, model)
 
     async def lookup(self, prediction_id: str) -> dict[str, Any] | None:
         """A record, the token id that created it and its input's hash (an idempotent PUT compares them)."""

@@ -117,3 +117,16 @@ uploads = sa.Table(
     sa.Column("content", sa.LargeBinary, nullable=False),
     sa.Index("files_expires", "expires_ts"),
 )
+# One row per model replica: when it started and last said it was up, and the Ray resources it held
+# (lambdaml.serve.presence). `lambdaml cost` prices these spans (lambdaml.cost.actual).
+replica_spans = sa.Table(
+    "replica_spans",
+    metadata,
+    sa.Column("replica", sa.String, primary_key=True),
+    sa.Column("model", sa.String, nullable=False),
+    sa.Column("version", sa.String, nullable=False),
+    sa.Column("resources", JSON),  # {"CPU": 1, "GPU": 1, "accelerator_type:A100": 0.001}
+    sa.Column("started_ts", sa.Float, nullable=False),
+    sa.Column("seen_ts", sa.Float, nullable=False),
+    sa.Index("replica_spans_seen", "seen_ts"),
+)

@@ -29,6 +29,7 @@ from lambdaml._http import (
     BodyTooLarge, base_url, cancel_after, error_response, hold_seconds, invalid_response, json_response, location,
     method_not_allowed, read_body, too_large_response,
 )
+from lambdaml.serve.presence import Presence
 from lambdaml.serve.log_capture import flush_serve_logs, flush_serve_logs_every
 from lambdaml._settings import CONTROL_APP, SHUTDOWN_WAIT_S, cancel_grace, max_request_bytes, sync_wait
 from lambdaml.serve.streams import sse
@@ -104,6 +105,7 @@ class ModelServer:
         self._public = spec.visibility == "public"
         self.auth = published_watcher()  # the callers' tokens, as the control application publishes them
         self.tracker = Tracker(self._send_records, cancel_grace())
+        self.presence = Presence(self._report_presence)
         self._fingerprint = fingerprint
 
     async def fingerprint(self) -> str:
@@ -385,6 +387,9 @@ class ModelServer:
             self._control = await asyncio.to_thread(ray_serve.get_app_handle, CONTROL_APP)
         return await asyncio.wait_for(_awaited(getattr(self._control, method).remote(*args)), 10)
 
+    async def _report_presence(self, started_ts: float, resources: dict[str, float]) -> None:
+        await self._control_call("replica_seen", self._replica, self.name, self.version, resources, started_ts)
+
     async def _send_records(self, updates: list[dict[str, Any]], running: list[str]) -> dict[str, str]:
         return await self._control_call("sync", self._replica, updates, running)
 
@@ -402,6 +407,7 @@ class ModelServer:
 
     async def check_health(self) -> None:
         """Serve's health probe: a replica with a predict that will not stop must be replaced."""
+        self.presence.start()  # the first probe comes within a second of the replica's start
         reason = self.tracker.stuck() or self.runtime.stuck  # the tracker's first: it also ends the record
         if reason is not None:
             raise RuntimeError(reason)
@@ -418,6 +424,9 @@ class ModelServer:
         runtime = getattr(self, "runtime", None)
         if runtime is not None:
             runtime.teardown()
+        presence = getattr(self, "presence", None)
+        if presence is not None:
+            await presence.stop()  # its span ends now, not at its last periodic report
         flush_serve_logs()  # the last second's lines, which the flusher would write too late
 
 
