@@ -52,6 +52,9 @@ class AppArgs(BaseModel):
         default_factory=dict,
         description="Hardware and scaling over the model's own, e.g. {gpu: H100, min: 1} (what `lambdaml deploy --gpu` sets)",
     )
+    price_per_hour: float | None = Field(
+        default=None, description="A replica's share of its node's hourly price, shown by the Grafana cost panel"
+    )
 
 
 def serve_options(spec: ModelSpec, placement: Placement, install: list[str] = ()) -> dict[str, Any]:
@@ -116,7 +119,7 @@ def build_with_fingerprint(args: dict[str, Any], shape: ClusterShape | None = No
     install = parsed.install if parsed.install is not None else missing(manifest.requirements, installed_here()[1])
     spec = manifest.model_spec().with_settings(parsed.settings)
     options = serve_options(spec, place(spec, shape or cluster_shape()), install)
-    arguments = (parsed.artifact, parsed.secrets, parsed.environment, parsed.debug, parsed.settings)
+    arguments = (parsed.artifact, parsed.secrets, parsed.environment, parsed.debug, parsed.settings, parsed.price_per_hour)
     made_of = json.dumps([arguments, options], sort_keys=True, default=str)
     fingerprint = hashlib.sha256(made_of.encode()).hexdigest()[:16]
     return serve.deployment(ModelServer).options(**options).bind(*arguments, fingerprint), fingerprint

@@ -36,6 +36,11 @@ class Estimate:
     max_nodes: int = 0  # how many nodes of that type the cluster may add
     price_per_hour: float | None = None  # of one node
 
+    @property
+    def per_replica(self) -> float | None:
+        """An hour of one replica: its share of a node's price (what the Grafana cost panel adds up)."""
+        return None if self.price_per_hour is None else self.price_per_hour / self.per_node
+
     def nodes_for(self, replicas: int) -> int:
         return math.ceil(replicas / self.per_node) if replicas else 0
 
@@ -101,12 +106,6 @@ class ModelCost:
     kept_at_one: float | None  # one replica up the whole period (min=1)
 
 
-def _share_per_hour(needs: Resources, shape: ClusterShape) -> float | None:
-    """An hour of one replica needing ``needs``: its share of the cheapest node type that holds it."""
-    found = estimate(1, 1, needs, shape)
-    return None if found.price_per_hour is None else found.price_per_hour / found.per_node
-
-
 def price_spans(spans: list[dict[str, Any]], since_ts: float, until_ts: float, max_replicas: dict[str, int],
                 shape: ClusterShape) -> list[ModelCost]:
     """Per model, the replica-hours of ``spans`` inside ``since_ts``..``until_ts`` and their price."""
@@ -119,7 +118,7 @@ def price_spans(spans: list[dict[str, Any]], since_ts: float, until_ts: float, m
         replica_hours, dollars = 0.0, 0.0  # dollars becomes None at the first span without a price
         for row in rows:
             inside = max(0.0, min(row["seen_ts"], until_ts) - max(row["started_ts"], since_ts)) / 3600
-            share = _share_per_hour(_needs(row["resources"]), shape)
+            share = estimate(1, 1, _needs(row["resources"]), shape).per_replica
             replica_hours += inside
             dollars = None if dollars is None or share is None else dollars + inside * share
         latest = estimate(1, max_replicas.get(model, 1), _needs(rows[-1]["resources"]), shape)

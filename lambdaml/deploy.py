@@ -84,7 +84,7 @@ def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Pr
     manifest, code = build_artifact(model, secrets)
     store = _store_for(info)
     progress("upload", f"storing the artifact in {store.url}")
-    return _run(store, store.save(manifest, code), spec.settings(), secrets, planned.shape, wait, timeout, progress)
+    return _run(store, store.save(manifest, code), spec.settings(), secrets, planned, wait, timeout, progress)
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def _redeploy(store: ArtifactStore, manifest: Manifest, settings: dict[str, Any]
     secrets = _secrets.secret_values(spec.secrets)
     planned = plan(spec)
     progress("cost", planned.estimate.line())
-    return _run(store, manifest, settings, secrets, planned.shape, wait, timeout, progress)
+    return _run(store, manifest, settings, secrets, planned, wait, timeout, progress)
 
 
 def restore(progress: Progress = _quiet) -> tuple[list[Deployment], dict[str, str]]:
@@ -184,7 +184,7 @@ def _run(
     manifest: Manifest,
     settings: dict[str, Any],
     secrets: dict[str, str],
-    shape: ClusterShape,
+    planned: Plan,
     wait: bool,
     timeout: float,
     progress: Progress,
@@ -207,8 +207,9 @@ def _run(
             "environment": _forwarding.forwarded_environment(),
             "debug": debug_enabled(),
             "settings": settings,
+            "price_per_hour": planned.estimate.per_replica,
         },
-        shape,
+        planned.shape,
     )
     progress("records", "checking the prediction records service")
     from lambdaml.control.app import ensure_running

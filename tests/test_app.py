@@ -1,7 +1,10 @@
 """The Serve application of an artifact: options from the spec and its placement, runtime_env."""
 
 import os
+import re
+import time
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -70,8 +73,14 @@ def test_builder_deploys_a_stored_artifact_from_its_url_alone(deployed, cluster,
     delete("declared")
     # No secret values in the args: the replica reads them from its own environment, as from a
     # Kubernetes Secret. Here the builder's ``environment`` puts it there.
-    args = {"artifact": store.artifact_url("declared", artifact.version), "environment": {"LMT_DECLARED_TOKEN": token}}
+    args = {"artifact": store.artifact_url("declared", artifact.version), "environment": {"LMT_DECLARED_TOKEN": token},
+            "price_per_hour": 0.25}
     handle = serve.run(build(args), name="declared", route_prefix="/declared")
     prediction = handle.predict.remote({"name": "ada"}).result()["prediction"]
     assert prediction["output"] == f"hej ada {len(token)}"
     assert token not in prediction["logs"] and "token **********" in prediction["logs"]
+    # The replica's share of its node's price, for the Grafana cost panel (docs/cost.md).
+    deadline = time.monotonic() + 30
+    while not re.search(r'ray_lambdaml_replica_dollars_per_hour\{[^}]*model="declared"[^}]*\} 0\.25', httpx.get(cluster.metrics_url).text):
+        assert time.monotonic() < deadline, "the price gauge was not exported"
+        time.sleep(1)

@@ -40,7 +40,7 @@ class ModelMetrics(NoMetrics):
     prediction, which would otherwise sit on every request's path.
     """
 
-    def __init__(self, model: str, flush_every_s: float = 1.0):
+    def __init__(self, model: str, price_per_hour: float | None = None, flush_every_s: float = 1.0):
         from ray.serve.metrics import Counter, Gauge, Histogram
 
         self._in_flight = 0
@@ -62,9 +62,15 @@ class ModelMetrics(NoMetrics):
         self.gpu_peak = Gauge(
             "lambdaml_gpu_peak_memory_bytes", "Peak CUDA memory allocated during the last prediction", tag_keys=("model",)
         )
+        self.dollars = Gauge(
+            "lambdaml_replica_dollars_per_hour", "This replica's share of its node's hourly price (lambdaml.cost)",
+            tag_keys=("model",),
+        )
         for metric in (self.predictions, self.predict_seconds, self.fetch_seconds, self.in_flight, self.file_bytes,
-                       self.gpu_peak):
+                       self.gpu_peak, self.dollars):
             metric.set_default_tags({"model": model})
+        if price_per_hour is not None:  # summed over replicas, it is what the model costs an hour now
+            self.dollars.set(price_per_hour)
         threading.Thread(target=self._flush_forever, args=(flush_every_s,), name="lambdaml-metrics", daemon=True).start()
 
     def started(self) -> None:

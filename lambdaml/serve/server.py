@@ -74,6 +74,7 @@ class ModelServer:
         environment: dict[str, str] | None = None,
         debug: bool = False,
         settings: dict[str, Any] | None = None,
+        price_per_hour: float | None = None,
         fingerprint: str = "",
     ):
         _use_environment(environment or {})  # first: the artifact store may need these credentials
@@ -92,7 +93,7 @@ class ModelServer:
         model = unpack(load_code(artifact, manifest))
         model.spec = spec
         self.runtime = ModelRuntime(
-            model, debug=debug, masked=masked, metrics=ModelMetrics(spec.name), batcher=batcher
+            model, debug=debug, masked=masked, metrics=ModelMetrics(spec.name, price_per_hour), batcher=batcher
         )
         self.name = spec.name
         self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))
