@@ -26,7 +26,7 @@ from lambdaml.errors import (
     PredictionNotFoundError,
     WaitTimeoutError,
 )
-from lambdaml import files, predictions
+from lambdaml import canary, cost, files, predictions
 from lambdaml.files import Path
 from lambdaml.inputs import Input, Secret
 from lambdaml.model import Model, model
@@ -47,6 +47,8 @@ __all__ = [
     "PredictionNotFoundError",
     "Secret",
     "WaitTimeoutError",
+    "canary",
+    "cost",
     "create_prediction",
     "files",
     "predictions",

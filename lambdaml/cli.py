@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import pathlib
-import time
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -20,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lambdaml import _cli_io, _cli_predictions, _cli_settings, client, cluster, observe, predictions, tokens
+from lambdaml import _cli_deploy, _cli_io, _cli_predictions, client, cluster, observe, predictions, tokens
 from lambdaml._settings import cluster_settings
 from lambdaml.cluster.head import auth_token_path
 from lambdaml.cluster.node_types import Simulation, publish, read_cluster_yaml
@@ -126,75 +125,8 @@ def _openapi(name: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ deploy and call
 
-
-@command
-def deploy(
-    target: str = typer.Argument(..., help="A Python file with @model definitions, optionally `file.py:object`."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to deploy to."),
-    public: bool = typer.Option(False, "--public", help="Let callers without a token run it (as @model(visibility='public'))."),
-    gpu: Optional[str] = _cli_settings.GPU,
-    cpu: Optional[float] = _cli_settings.CPU,
-    memory: Optional[str] = _cli_settings.MEMORY,
-    min_replicas: Optional[int] = _cli_settings.MIN,
-    max_replicas: Optional[int] = _cli_settings.MAX,
-    concurrency: Optional[int] = _cli_settings.CONCURRENCY,
-    scaledown_after: Optional[float] = _cli_settings.SCALEDOWN_AFTER,
-    timeout: Optional[float] = _cli_settings.TIMEOUT,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print where it would run and what it would cost; change nothing."),
-) -> None:
-    """Deploy every @model in a file (or the one named).
-
-    The hardware and scaling options override what @model(...) says, for this deploy; the
-    same code keeps its version whatever they are. Before it rolls out, deploy prints the
-    node type the model lands on and its hourly cost at min and max replicas.
-
-    Example: `lambdaml deploy examples/hello.py` or `lambdaml deploy models.py:captioner --gpu H100 --min 1`
-    """
-    settings = _cli_settings.chosen(gpu=gpu, cpu=cpu, memory=memory, min=min_replicas, max=max_replicas,
-                                    concurrency=concurrency, scaledown_after=scaledown_after, timeout=timeout)
-    from lambdaml.deploy import deploy as deploy_model
-    from lambdaml.model import Model
-
-    if address:
-        os.environ["LAMBDAML_ADDRESS"] = address
-    models = _cli_io.load_models(target)
-    if public:
-        models = [Model(model.target, model.spec.model_copy(update={"visibility": "public"})) for model in models]
-    for model in models:  # all checked before any is deployed
-        model.spec.with_settings(settings)
-    if dry_run:
-        _print_plans(models, settings)
-        return
-    results = []
-    for model in models:
-        with console.status(f"[bold]{model.name}[/]: connecting to the cluster") as status:
-
-            def progress(stage: str, detail: str, name: str = model.name) -> None:
-                status.update(f"[bold]{name}[/]: {detail}")
-                if stage in ("cost", "upload", "install"):
-                    console.print(f"  [green]✓[/] {name}: {detail}", highlight=False)
-
-            started = time.monotonic()
-            deployment = deploy_model(model, progress=progress, settings=settings)
-        console.print(f"  [green]✓[/] {model.name}: ready in {time.monotonic() - started:.1f} s", highlight=False)
-        results.append(deployment)
-    table = Table("name", "version", "URL", "replicas", title="Deployed")
-    for deployment in results:
-        replicas = deployment.status()["replicas"]
-        table.add_row(deployment.name, deployment.version, f"{deployment.url}/predictions",
-                      ", ".join(f"{n} {s.lower()}" for s, n in replicas.items()) or "0 (scales up on demand)")
-    console.print(table)
-    console.print(f"Ray dashboard: {results[0].dashboard_url}", highlight=False)
-
-
-def _print_plans(models: list[Any], settings: dict[str, Any]) -> None:
-    from lambdaml.deploy import plan
-
-    for model in models:
-        planned = plan(model.spec.with_settings(settings))
-        console.print(f"[bold]{model.name}[/]: {_cli_settings.describe(planned.spec.settings())}", highlight=False)
-        console.print(f"  cost: {planned.estimate.line()}", highlight=False)
-    console.print("Nothing was deployed (--dry-run).")
+command(_cli_deploy.deploy)
+command(_cli_deploy.check)
 
 
 @command
@@ -369,6 +301,7 @@ def status(name: str = typer.Argument(..., help="The model's name.")) -> None:
     for replica in model.replicas:
         table.add_row(replica.id, replica.state, replica.node_ip or "-", str(replica.pid or "-"))
     console.print(table if model.replicas else "No replicas (scaled to zero; the next request starts one).")
+    _cli_deploy.print_canary(name)
     for reason in report["pending"]:
         console.print(f"[yellow]Pending:[/] {reason}", highlight=False)
     for error in report["errors"]:
@@ -427,22 +360,11 @@ def _limits(spec: dict[str, Any]) -> str:
                      for key, text in _LIMITS.items() if key in spec)
 
 
-@command
-def versions(name: str = typer.Argument(..., help="The model's name.")) -> None:
-    """List a model's stored versions and when each was deployed.
-
-    Example: `lambdaml versions hello`
-    """
-    from lambdaml.deploy import versions as list_versions
-
-    table = Table("version", "created", "last deployed", "with", "")
-    for row in list_versions(name):
-        table.add_row(row.version, row.created_at, row.deployed_at[-1] if row.deployed_at else "-",
-                      _cli_settings.describe(row.settings), "current" if row.current else "")
-    console.print(table)
-
-
 # ------------------------------------------------------------------ change
+
+for _change in (_cli_deploy.versions, _cli_deploy.rollback, _cli_deploy.promote, _cli_deploy.scale,
+                _cli_deploy.hardware, _cli_deploy.cost):
+    command(_change)
 
 
 @command
@@ -456,100 +378,6 @@ def delete(name: str = typer.Argument(..., help="The model's name.")) -> None:
     observe.model_info(name)  # a clear error for a name that is not deployed
     delete_model(name)
     console.print(f"Deleted {name}.")
-
-
-@command
-def rollback(
-    name: str = typer.Argument(..., help="The model's name."),
-    version: Optional[str] = typer.Argument(None, help="The version to deploy (default: the previous one)."),
-) -> None:
-    """Redeploy the previous version of a model, or the one given.
-
-    Example: `lambdaml rollback hello` or `lambdaml rollback hello 3f2a9c81d0e4b7a65c21`
-    """
-    from lambdaml.deploy import rollback as roll_back
-
-    cluster.connect(start_embedded=False)
-    with console.status(f"[bold]{name}[/]: rolling back"):
-        deployment = roll_back(name, version)
-    console.print(f"{name} is now at version {deployment.version}: {deployment.url}/predictions", highlight=False)
-
-
-@command
-def cost(
-    name: Optional[str] = typer.Argument(None, help="The model's name (default: every model)."),
-    since: str = typer.Option("24h", "--since", help="The period: 30m, 24h, 7d..."),
-) -> None:
-    """What models cost over a period, from their replicas' running time and the nodes' hourly prices.
-
-    Example: `lambdaml cost` or `lambdaml cost captioner --since 7d`
-    """
-    from lambdaml import cost as costs
-    from lambdaml._durations import parse_duration
-
-    period = parse_duration(since)
-    rows = costs.actual(name, period)
-    if not rows:
-        console.print(f"No replica of {name or 'any model'} ran in the last {since}.")
-        return
-    table = Table("model", "replica time", "cost", f"max up {since}", f"1 up {since}", "saved vs max",
-                  title=f"Cost over the last {since}")
-    money = _cli_settings.dollars
-    for row in rows:
-        saved = None if row.dollars is None or row.kept_at_max is None else row.kept_at_max - row.dollars
-        table.add_row(row.model, _cli_settings.clock(row.replica_hours), money(row.dollars), money(row.kept_at_max),
-                      money(row.kept_at_one), money(saved))
-    if len(rows) > 1:
-        known = [row.dollars for row in rows]
-        table.add_row("total", _cli_settings.clock(sum(row.replica_hours for row in rows)),
-                      money(None if None in known else sum(known)), "", "", "")
-    console.print(table)
-    if any(row.dollars is None for row in rows):
-        console.print(f"-: no price known for the nodes it ran on; {costs.PRICES_HINT}.", highlight=False)
-
-
-def _reconfigure(name: str, settings: dict[str, Any]) -> None:
-    from lambdaml.deploy import reconfigure, versions as list_versions
-
-    if not settings:
-        _fail("nothing to change: give at least one option (see --help)")
-    cluster.connect(start_embedded=False)
-    with console.status(f"[bold]{name}[/]: replacing its replicas with the new settings"):
-        deployment = reconfigure(name, **settings)
-    current = next(row for row in list_versions(name) if row.current)
-    console.print(f"{name} runs version {deployment.version} (unchanged) with {_cli_settings.describe(current.settings)}",
-                  highlight=False)
-
-
-@command
-def scale(
-    name: str = typer.Argument(..., help="The model's name."),
-    min_replicas: Optional[int] = _cli_settings.MIN,
-    max_replicas: Optional[int] = _cli_settings.MAX,
-    concurrency: Optional[int] = _cli_settings.CONCURRENCY,
-    scaledown_after: Optional[float] = _cli_settings.SCALEDOWN_AFTER,
-    timeout: Optional[float] = _cli_settings.TIMEOUT,
-) -> None:
-    """Change how a running model scales, without a new version.
-
-    Example: `lambdaml scale hello --min 1 --max 8`
-    """
-    _reconfigure(name, _cli_settings.chosen(min=min_replicas, max=max_replicas, concurrency=concurrency,
-                                            scaledown_after=scaledown_after, timeout=timeout))
-
-
-@command
-def hardware(
-    name: str = typer.Argument(..., help="The model's name."),
-    gpu: Optional[str] = _cli_settings.GPU,
-    cpu: Optional[float] = _cli_settings.CPU,
-    memory: Optional[str] = _cli_settings.MEMORY,
-) -> None:
-    """Move a running model to other hardware, without a new version.
-
-    Example: `lambdaml hardware captioner --gpu L4` or `lambdaml hardware captioner --gpu none --cpu 4`
-    """
-    _reconfigure(name, _cli_settings.chosen(gpu=gpu, cpu=cpu, memory=memory))
 
 
 # ------------------------------------------------------------------ the local cluster
@@ -634,3 +462,4 @@ def dashboard() -> None:
 
 if __name__ == "__main__":
     app()
+

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from lambdaml import _forwarding, _installs, _secrets, cluster, cost
-from lambdaml._settings import CONTROL_APP, debug_enabled
+from lambdaml._settings import CANARY_SUFFIX, CONTROL_APP, debug_enabled
 from lambdaml.app import build_with_fingerprint
 from lambdaml.cost import Estimate
 from lambdaml.placement import ClusterShape, Placement, check_fits, cluster_shape, place
@@ -65,11 +65,33 @@ def _quiet(stage: str, detail: str) -> None:
 
 
 def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Progress = _quiet,
-           settings: dict[str, Any] | None = None) -> Deployment:
+           settings: dict[str, Any] | None = None, canary: float | None = None) -> Deployment:
     """Package ``model``, store the artifact, run it as a Serve application and (by default) wait for it.
 
     ``settings``: hardware and scaling over what ``@model(...)`` says (``spec.SETTINGS``), for
-    this deploy; the same code is the same version whatever they are.
+    this deploy; the same code is the same version whatever they are. ``canary``: a percentage;
+    the new version runs beside the live one and takes that share of new predictions
+    (``lambdaml.canary``: ``promote`` or ``drop`` it).
+    """
+    if canary is not None:
+        from lambdaml import canary as canaries
+
+        canaries.check_can_start(model.name, canary)
+    staged = stage(model, settings, progress)
+    if canary is None:
+        return _run(*staged, wait, timeout, progress)
+    from lambdaml import canary as canaries
+
+    return canaries.start(*staged, canary, timeout, progress)
+
+
+Staged = tuple[ArtifactStore, Manifest, dict[str, Any], dict[str, str], "Plan"]  # what _run takes first
+
+
+def stage(model: Model, settings: dict[str, Any] | None = None, progress: Progress = _quiet) -> Staged:
+    """Everything a deploy does before anything runs: check, plan, package and store ``model``.
+
+    Returns the store, the stored manifest, the settings, the secret values and the plan.
     """
     spec = model.spec.with_settings(settings or {})  # checked before anything else happens, with @model's messages
     info = cluster.connect()
@@ -84,7 +106,7 @@ def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Pr
     manifest, code = build_artifact(model, secrets)
     store = _store_for(info)
     progress("upload", f"storing the artifact in {store.url}")
-    return _run(store, store.save(manifest, code), spec.settings(), secrets, planned, wait, timeout, progress)
+    return store, store.save(manifest, code), spec.settings(), secrets, planned
 
 
 @dataclass(frozen=True)
@@ -113,8 +135,15 @@ def rollback(
     name: str, version: str | None = None, wait: bool = True, timeout: float = 300.0, progress: Progress = _quiet
 ) -> Deployment:
     """Redeploy the version of ``name`` deployed before the current one, or ``version``, with the
-    hardware and scaling it last ran with."""
-    store = _store_for(cluster.connect())
+    hardware and scaling it last ran with. While a canary runs (and no version is given), drop the
+    canary instead: the live version takes every prediction again."""
+    from lambdaml import canary
+
+    info = cluster.connect()
+    store = _store_for(info)
+    if version is None and canary.current(name) is not None:
+        canary.drop(name)
+        return Deployment(name, f"{info.http_url}/{name}", store.current_version(name) or "", info.dashboard_url)
     version = version or store.previous_version(name)
     manifest = _stored_manifest(store, name, version)
     settings = store.deployed_settings(name, version) or manifest.model_spec().settings()
@@ -188,11 +217,15 @@ def _run(
     wait: bool,
     timeout: float,
     progress: Progress,
+    canary: bool = False,
 ) -> Deployment:
+    """Run a stored version as the model's application, or (``canary``) as its canary: an application
+    with no route, which only the live version's replicas hand requests to (``lambdaml.canary``)."""
     from ray import serve
 
     info = cluster.connect()
     spec = manifest.model_spec().with_settings(settings)
+    app_name = spec.name + CANARY_SUFFIX if canary else spec.name
     install = _installs.missing(manifest.requirements, _installs.cluster_environment(info.address)[1])
     if install:
         progress("install", f"checking that pip can install {', '.join(install)} on the cluster")
@@ -215,15 +248,18 @@ def _run(
     from lambdaml.control.app import ensure_running
 
     ensure_running()  # replicas send their records there from their first prediction on
-    if _running_with(spec.name, fingerprint):
+    if _running_with(app_name, fingerprint):
         progress("replicas", f"version {manifest.version} is running with these settings: its replicas are kept")
     else:
-        progress("replicas", f"starting version {manifest.version}")
-        target = serve.RunTarget(target=app, name=spec.name, route_prefix=f"/{spec.name}")
+        progress("replicas", f"starting version {manifest.version}" + (" as a canary" if canary else ""))
+        target = serve.RunTarget(target=app, name=app_name, route_prefix=None if canary else f"/{spec.name}")
         serve.run_many([target], wait_for_applications_running=False)
-    if wait:
+    if wait or canary:  # a canary takes traffic only once it runs
         deadline = time.monotonic() + timeout
-        _wait_until_running(spec.name, spec.min, deadline, progress)
+        _wait_until_running(app_name, spec.min, deadline, progress)
+    if canary:
+        return Deployment(spec.name, f"{info.http_url}/{spec.name}", manifest.version, info.dashboard_url)
+    if wait:
         progress("route", f"waiting for {info.http_url}/{spec.name} to answer")
         _wait_for_route(info.http_url, spec.name, deadline, spec.min > 0)
     store.record_deploy(spec.name, manifest.version, settings)
@@ -327,7 +363,10 @@ def delete(name: str) -> None:
     """Delete the application named ``name`` (no error if it is already gone)."""
     from ray import serve
 
+    from lambdaml import canary
+
     info = cluster.connect()
+    canary.remove(name)
     cluster.forget_handle(name)
     serve.delete(name)
     _store_for(info).record_delete(name)  # so that `lambdaml up` does not bring it back

@@ -67,17 +67,20 @@ class Model:
         """The OpenAPI document this model serves at ``/{name}/openapi.json``."""
         return openapi(self.name, self.schema)
 
-    def deploy(self, wait: bool = True, timeout: float = 300.0, **settings: Any) -> "Deployment":
+    def deploy(self, wait: bool = True, timeout: float = 300.0, canary: float | None = None,
+               **settings: Any) -> "Deployment":
         """Deploy on the cluster (the embedded local one by default).
 
         Blocks until the application is running and, when ``min`` > 0, its
         replicas are set up; raises DeployError with the reason otherwise.
         ``settings`` override the decorator's hardware and scaling for this deploy
-        (``gpu="H100", min=1``...): the version stays the same.
+        (``gpu="H100", min=1``...): the version stays the same. ``canary=10`` runs
+        the new version beside the live one with 10% of new predictions
+        (``lambdaml.canary.promote`` or ``drop`` it).
         """
         from lambdaml.deploy import deploy
 
-        return deploy(self, wait=wait, timeout=timeout, settings=settings)
+        return deploy(self, wait=wait, timeout=timeout, settings=settings, canary=canary)
 
     def remote(self, **inputs: Any) -> Any:
         """Run one prediction on the deployed model and return its output (an iterator for a generator model)."""

@@ -176,7 +176,7 @@ def test_no_cluster_running_is_a_clear_error(tmp_path):
 
 def test_every_command_has_help_with_an_example():
     for command in ("deploy", "predict", "ls", "status", "logs", "delete", "rollback", "schema", "up", "down",
-                    "dashboard", "versions", "scale", "hardware", "cost"):
+                    "dashboard", "versions", "scale", "hardware", "cost", "promote"):
         code, output = cli(command, "--help")
         assert code == 0 and "Example" in output, command
         assert "<bool>" not in output, command  # a flag takes no value: no type shown

@@ -89,6 +89,12 @@ def kv_get(key: str) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+def kv_delete(key: str) -> None:
+    from ray.experimental.internal_kv import _internal_kv_del
+
+    _internal_kv_del(key, namespace=_KV_NAMESPACE)
+
+
 def raylet_stub() -> Any:
     """A client of the raylet of this driver's node (``src/ray/protobuf/node_manager.proto``, through
     Ray's generated stubs in ``ray/core/generated``)."""

@@ -32,6 +32,7 @@ from lambdaml.control.catalog import Catalog
 from lambdaml.control.files import FileRoutes, Uploads, file_retention
 from lambdaml.control.forward import Forwarder
 from lambdaml.control.records import Records, database_url
+from lambdaml.control.stats import version_stats
 from lambdaml.control.tokens import AuthState, Tokens
 from lambdaml.control.usage import Usage
 from lambdaml.control.webhooks import WebhookSender, new_secret
@@ -121,6 +122,10 @@ class ControlServer:
     async def replica_time(self, since_ts: float, model: str | None = None) -> list[dict[str, Any]]:
         """The replica spans since ``since_ts`` (``lambdaml.cost.actual``)."""
         return await asyncio.to_thread(self.usage.spans, since_ts, model)
+
+    async def version_stats(self, model: str, since_ts: float) -> dict[str, dict[str, Any]]:
+        """Figures per version of ``model`` since ``since_ts`` (``lambdaml.canary.compare``)."""
+        return await asyncio.to_thread(version_stats, self.records, model, since_ts)
 
     async def lookup(self, prediction_id: str) -> dict[str, Any] | None:
         """A record, the token id that created it and its input's hash (an idempotent PUT compares them)."""

@@ -29,6 +29,7 @@ from lambdaml._http import (
     BodyTooLarge, base_url, cancel_after, error_response, hold_seconds, invalid_response, json_response, location,
     method_not_allowed, read_body, too_large_response,
 )
+from lambdaml.serve.canary import CanaryRouter
 from lambdaml.serve.presence import Presence
 from lambdaml.serve.log_capture import flush_serve_logs, flush_serve_logs_every
 from lambdaml._settings import CONTROL_APP, SHUTDOWN_WAIT_S, cancel_grace, max_request_bytes, sync_wait
@@ -107,6 +108,7 @@ class ModelServer:
         self.auth = published_watcher()  # the callers' tokens, as the control application publishes them
         self.tracker = Tracker(self._send_records, cancel_grace())
         self.presence = Presence(self._report_presence)
+        self.canary = CanaryRouter(self.name)
         self._fingerprint = fingerprint
 
     async def fingerprint(self) -> str:
@@ -155,6 +157,10 @@ class ModelServer:
             raw = await read_body(request, headers.get(b"content-length"), self._max_body)
         except BodyTooLarge as exc:
             return too_large_response(exc, self._max_body)
+        if self.canary.share and path_id is None and self.canary.chosen(headers):  # lambdaml.serve.canary
+            answer = await self.canary.forward(raw, headers, caller)
+            if answer is not None:
+                return answer
         return await self._create(raw, headers, caller, path_id)
 
     async def create_forwarded(self, raw: bytes, headers: dict[bytes, bytes], caller: Caller) -> tuple[int, bytes]:
@@ -409,6 +415,8 @@ class ModelServer:
     async def check_health(self) -> None:
         """Serve's health probe: a replica with a predict that will not stop must be replaced."""
         self.presence.start()  # the first probe comes within a second of the replica's start
+        if _app_name(self.name) == self.name:  # the live version's replicas; a canary's route nothing
+            self.canary.start()
         reason = self.tracker.stuck() or self.runtime.stuck  # the tracker's first: it also ends the record
         if reason is not None:
             raise RuntimeError(reason)
@@ -465,6 +473,14 @@ def _handle_invalid(runtime: ModelRuntime, inputs: dict[str, Any], exc: Validati
     except InputError as error:
         return {"detail": str(error), "invalid_fields": error.invalid_fields}
     return {"detail": str(exc), "invalid_fields": []}
+
+
+def _app_name(default: str) -> str:
+    """The Serve application this replica belongs to: the model's name, or its canary's (``lambdaml.canary``)."""
+    try:
+        return serve.get_replica_context().app_name
+    except Exception:  # not in a replica
+        return default
 
 
 def replica_name() -> str:
