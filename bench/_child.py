@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import statistics
+import threading
+import time
 import platform
 import subprocess
 import sys
@@ -68,3 +72,47 @@ def save(name: str, data: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), **data}, indent=2))
     print(f"Machine: {machine()}\n")
+
+
+def paired_report(results: dict, labels: dict[str, str], subject: str, baseline: str, unit: str, first: str) -> str:
+    """A markdown table of the medians of ``results["p50_ms"]`` and ``["per_s"]`` for each of ``labels``,
+    then ``subject`` against ``baseline``: the median of per-round p50 ratios, and the throughput ratio."""
+    median = statistics.median
+    p50, rates = results["p50_ms"], results["per_s"]
+    lines = [f"| {first} | p50 ms | {unit} (8 threads) |", "|---|---:|---:|"]
+    lines += [f"| {label} | {median(p50[key]):.2f} | {median(rates[key]):.0f} |" for key, label in labels.items()]
+    ratio = median(a / b for a, b in zip(p50[subject], p50[baseline]))
+    lines.append(f"\n{labels[subject]} / {labels[baseline]}: p50 {ratio:.2f}x (median of per-round ratios), "
+                 f"throughput {median(rates[subject]) / median(rates[baseline]):.2f}x")
+    return "\n".join(lines)
+
+
+def bench_main(doc: str, name: str, offset: int, measure: Callable[[bool], dict], report: Callable[[dict], str]) -> None:
+    """The command line every cluster benchmark has: ``[--quick]``, measured in a child with its own cluster."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    results = measure_in_own_cluster(args.child, lambda: measure(args.quick), ["--quick"] if args.quick else [], name, offset)
+    if results is None:
+        return
+    save(name, results)
+    print(report(results))
+
+
+def throughput(call: Callable[[int], object], seconds: float, clients: int = 8) -> float:
+    """Calls per second of ``call(thread index)`` from ``clients`` threads, back to back, for ``seconds``."""
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def loop(index: int) -> None:
+        while time.monotonic() < stop:
+            call(index)
+            done[index] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / seconds

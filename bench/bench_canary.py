@@ -15,20 +15,20 @@ bench/bench_skeleton.py's ratio against bare Serve shows.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _child import measure_in_own_cluster, save  # noqa: E402
+from _child import bench_main, paired_report, throughput  # noqa: E402
 
 from lambdaml import model  # noqa: E402
 
-CLIENTS = 8
+CLIENTS = 8  # threads of the throughput runs (_child.throughput)
 PERCENT = 10
 
 
@@ -52,24 +52,18 @@ def p50_ms(url: str, count: int) -> float:
     return statistics.median(samples) * 1000
 
 
-def throughput(url: str, seconds: float) -> float:
+def poster(url: str) -> Callable[[int], object]:
+    """One POST to ``url`` per call, each thread with its own connection."""
     import httpx
 
-    done = [0] * CLIENTS
-    stop = time.monotonic() + seconds
+    local = threading.local()
 
-    def loop(index: int) -> None:
-        with httpx.Client(timeout=30) as http:
-            while time.monotonic() < stop:
-                http.post(url, json={"input": {"x": 1}})
-                done[index] += 1
+    def post(index: int) -> object:
+        if not hasattr(local, "http"):
+            local.http = httpx.Client(timeout=30)
+        return local.http.post(url, json={"input": {"x": index}})
 
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done) / seconds
+    return post
 
 
 def measure(quick: bool) -> dict:
@@ -80,6 +74,7 @@ def measure(quick: bool) -> dict:
     url = _version(0).deploy().url + "/predictions"
     _version(1).deploy(canary=PERCENT)
     key, running = kv_key("bench-canary"), canary.current("bench-canary")
+    post = poster(url)
 
     def set_state(with_canary: bool) -> None:
         if with_canary:
@@ -97,33 +92,14 @@ def measure(quick: bool) -> dict:
         for state in order:
             set_state(state == "canary")
             p50[state].append(p50_ms(url, count))
-            rates[state].append(throughput(url, seconds))
+            rates[state].append(throughput(post, seconds))
     return {"p50_ms": p50, "per_s": rates, "percent": PERCENT}
 
 
 def report(results: dict) -> str:
-    median = statistics.median
-    p50, rates = results["p50_ms"], results["per_s"]
-    lines = ["| state | p50 ms | requests/s (8 threads) |", "|---|---:|---:|"]
-    for state, label in (("none", "no canary"), ("canary", f"{results['percent']}% canary")):
-        lines.append(f"| {label} | {median(p50[state]):.2f} | {median(rates[state]):.0f} |")
-    ratio = median(a / b for a, b in zip(p50["canary"], p50["none"]))
-    lines.append(f"\nwith canary / without: p50 {ratio:.2f}x (median of per-round ratios), "
-                 f"throughput {median(rates['canary']) / median(rates['none']):.2f}x")
-    return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    results = measure_in_own_cluster(args.child, lambda: measure(args.quick), ["--quick"] if args.quick else [], "canary", 11)
-    if results is None:
-        return
-    save("canary", results)
-    print(report(results))
+    labels = {"none": "no canary", "canary": f"{results['percent']}% canary"}
+    return paired_report(results, labels, "canary", "none", "requests/s", "state")
 
 
 if __name__ == "__main__":
-    main()
+    bench_main(__doc__, "canary", 11, measure, report)

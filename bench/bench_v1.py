@@ -17,7 +17,6 @@ turn. Medians over the rounds, in bench/README.md; raw figures in bench/results/
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -27,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _child import measure_in_own_cluster, save  # noqa: E402
+from _child import bench_main, paired_report, throughput  # noqa: E402
 
 from lambdaml import model  # noqa: E402
 
@@ -74,23 +73,6 @@ def p50s(calls: dict[str, Callable[[int], object]], count: int) -> dict[str, flo
     return {name: statistics.median(values) * 1000 for name, values in samples.items()}
 
 
-def throughput(call: Callable[[int], object], seconds: float) -> float:
-    done = [0] * CLIENTS
-    stop = time.monotonic() + seconds
-
-    def loop(index: int) -> None:
-        while time.monotonic() < stop:
-            call(index)
-            done[index] += 1
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done) / seconds
-
-
 def measure(quick: bool) -> dict:
     from lambdaml import tokens
 
@@ -111,28 +93,9 @@ def measure(quick: bool) -> dict:
 
 
 def report(results: dict) -> str:
-    median = statistics.median
-    p50, rates = results["p50_ms"], results["per_s"]
-    lines = ["| client | p50 ms | calls/s (8 threads) |", "|---|---:|---:|"]
-    for name in p50:
-        lines.append(f"| {name} | {median(p50[name]):.2f} | {median(rates[name]):.0f} |")
-    ratio = median(a / b for a, b in zip(p50["replicate_run"], p50["lambdaml_run"]))
-    lines.append(f"\nreplicate.run / lambdaml.run: p50 {ratio:.2f}x (median of per-round ratios), "
-                 f"throughput {median(rates['replicate_run']) / median(rates['lambdaml_run']):.2f}x")
-    return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    results = measure_in_own_cluster(args.child, lambda: measure(args.quick), ["--quick"] if args.quick else [], "v1", 10)
-    if results is None:
-        return
-    save("v1", results)
-    print(report(results))
+    labels = {name: name for name in ("lambdaml_run", "replicate_run", "v1_httpx")}
+    return paired_report(results, labels, "replicate_run", "lambdaml_run", "calls/s", "client")
 
 
 if __name__ == "__main__":
-    main()
+    bench_main(__doc__, "v1", 10, measure, report)
