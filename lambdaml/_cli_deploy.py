@@ -173,6 +173,9 @@ def _checked(models: list[Any], settings: dict[str, Any], tests: pathlib.Path | 
         for result in report.results:
             table.add_row(result.check, "[green]pass[/]" if result.passed else "[bold red]FAIL[/]", result.details)
         console.print(table)
+        for result in report.results:  # whole lines too, for CI logs and searches
+            if not result.passed:
+                console.print(f"[red]✗[/] {model.name} {result.check}: {result.details}", highlight=False, soft_wrap=True)
         passed = passed and report.passed
     return passed
 

@@ -66,13 +66,13 @@ def start(store: ArtifactStore, manifest: Manifest, settings: dict[str, Any], se
           planned: Plan, percent: float, timeout: float, progress: Progress) -> Deployment:
     """Run ``manifest``'s version as the canary of its model and give it ``percent`` of new predictions."""
     from lambdaml.cluster.ray_internals import kv_put
-    from lambdaml.deploy import _run
+    from lambdaml.deploy import run_stored
 
     name = manifest.name
     live = store.current_version(name)
     if live == manifest.version:
         raise DeployError(f"version {live} of {name!r} is already live: a canary must be a new version")
-    deployment = _run(store, manifest, settings, secrets, planned, True, timeout, progress, canary=True)
+    deployment = run_stored(store, manifest, settings, secrets, planned, True, timeout, progress, canary=True)
     kv_put(_key(name), json.dumps({"app": name + CANARY_SUFFIX, "percent": percent, "version": manifest.version,
                                    "live": live, "settings": settings, "since": time.time()}))
     progress("canary", f"version {manifest.version} takes {percent:g}% of {name}'s new predictions")
@@ -81,11 +81,11 @@ def start(store: ArtifactStore, manifest: Manifest, settings: dict[str, Any], se
 
 def promote(name: str, timeout: float = 300.0) -> Deployment:
     """Make the canary of ``name`` its live version (rolling: no request fails), then remove the canary."""
-    from lambdaml.deploy import _redeploy, _store_for, _stored_manifest
+    from lambdaml.deploy import redeploy, store_for, stored_manifest
 
     canary = _running(name)
-    store = _store_for(cluster.connect())
-    deployment = _redeploy(store, _stored_manifest(store, name, canary["version"]), canary["settings"], True, timeout,
+    store = store_for(cluster.connect())
+    deployment = redeploy(store, stored_manifest(store, name, canary["version"]), canary["settings"], True, timeout,
                            lambda stage, detail: None)
     _withdraw(name)
     return deployment

@@ -37,7 +37,7 @@ from lambdaml.control.auth import OPEN
 from lambdaml.errors import ConfigError, DeployError, NotDeployedError
 
 if TYPE_CHECKING:
-    from lambdaml.deploy import Deployment, Progress
+    from lambdaml.deploy import Progress
     from lambdaml.model import Model
 
 CONFIG_FILE = "lambdaml.yaml"
@@ -129,11 +129,10 @@ class Target:
 
 @dataclass(frozen=True)
 class Report:
-    """The checks' results for ``version``, and the deployment if it was rolled out after them."""
+    """The checks' results for ``version``."""
 
     version: str
     results: list[Result]
-    deployment: Deployment | None = None
 
     @property
     def passed(self) -> bool:
@@ -141,15 +140,15 @@ class Report:
 
 
 def check(model: Model, settings: dict[str, Any] | None = None, tests: Path | None = None,
-          model_file: Path | None = None, allow_breaking: bool = False, then_deploy: bool = False,
-          timeout: float = 300.0, progress: Progress | None = None) -> Report:
-    """Store ``model`` and run the checks against it, started beside the live version without traffic;
-    with ``then_deploy``, roll it out if every check passed. The check's application is removed after."""
+          model_file: Path | None = None, allow_breaking: bool = False, timeout: float = 300.0,
+          progress: Progress | None = None) -> Report:
+    """Store ``model`` and run the checks against it, started beside the live version without traffic,
+    then remove it. ``if check(m).passed: m.deploy()`` is what ``lambdaml deploy --check`` does."""
     from ray import serve
 
     from lambdaml import canary
     from lambdaml.artifacts import load_manifest
-    from lambdaml.deploy import _run, app_status, stage
+    from lambdaml.deploy import app_status, run_stored, stage
 
     progress = progress or (lambda stage, detail: None)
     config = load_config(tests, model_file)
@@ -163,13 +162,11 @@ def check(model: Model, settings: dict[str, Any] | None = None, tests: Path | No
     except NotDeployedError:
         live_version = None
     live_openapi = load_manifest(store.artifact_url(name, live_version)).openapi if live_version else None
-    _run(store, manifest, chosen, secrets, planned, True, timeout, progress, canary=True)
+    run_stored(store, manifest, chosen, secrets, planned, True, timeout, progress, canary=True)
     try:
         progress("checks", f"checking version {manifest.version}")
-        results = run_checks(name, name + CANARY_SUFFIX, manifest.openapi or {}, live_openapi, config, allow_breaking)
-        report = Report(manifest.version, results)
-        if report.passed and then_deploy:
-            report = Report(manifest.version, results, _run(store, manifest, chosen, secrets, planned, True, timeout, progress))
+        report = Report(manifest.version, run_checks(name, name + CANARY_SUFFIX, manifest.openapi or {}, live_openapi,
+                                                     config, allow_breaking))
     finally:
         cluster.forget_handle(name + CANARY_SUFFIX)
         serve.delete(name + CANARY_SUFFIX)

@@ -45,7 +45,7 @@ class Deployment:
         return app_status(self.name)
 
 
-def _store_for(info: cluster.ClusterInfo) -> ArtifactStore:
+def store_for(info: cluster.ClusterInfo) -> ArtifactStore:
     store = ArtifactStore()
     local_store = "://" not in store.url or store.url.startswith("file://")
     if local_store and not (info.embedded or cluster.is_loopback(info.address)):
@@ -79,13 +79,13 @@ def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Pr
         canaries.check_can_start(model.name, canary)
     staged = stage(model, settings, progress)
     if canary is None:
-        return _run(*staged, wait, timeout, progress)
+        return run_stored(*staged, wait, timeout, progress)
     from lambdaml import canary as canaries
 
     return canaries.start(*staged, canary, timeout, progress)
 
 
-Staged = tuple[ArtifactStore, Manifest, dict[str, Any], dict[str, str], "Plan"]  # what _run takes first
+Staged = tuple[ArtifactStore, Manifest, dict[str, Any], dict[str, str], "Plan"]  # what run_stored takes first
 
 
 def stage(model: Model, settings: dict[str, Any] | None = None, progress: Progress = _quiet) -> Staged:
@@ -104,7 +104,7 @@ def stage(model: Model, settings: dict[str, Any] | None = None, progress: Progre
     progress("cost", planned.estimate.line())
     progress("environment", "capturing code and packages")
     manifest, code = build_artifact(model, secrets)
-    store = _store_for(info)
+    store = store_for(info)
     progress("upload", f"storing the artifact in {store.url}")
     return store, store.save(manifest, code), spec.settings(), secrets, planned
 
@@ -140,31 +140,31 @@ def rollback(
     from lambdaml import canary
 
     info = cluster.connect()
-    store = _store_for(info)
+    store = store_for(info)
     if version is None and canary.current(name) is not None:
         canary.drop(name)
         return Deployment(name, f"{info.http_url}/{name}", store.current_version(name) or "", info.dashboard_url)
     version = version or store.previous_version(name)
-    manifest = _stored_manifest(store, name, version)
+    manifest = stored_manifest(store, name, version)
     settings = store.deployed_settings(name, version) or manifest.model_spec().settings()
-    return _redeploy(store, manifest, settings, wait, timeout, progress)
+    return redeploy(store, manifest, settings, wait, timeout, progress)
 
 
 def reconfigure(name: str, /, *, wait: bool = True, timeout: float = 300.0, progress: Progress = _quiet,
                 **changes: Any) -> Deployment:
     """Change the hardware or scaling of a running model (``spec.SETTINGS``: ``gpu``, ``min``, ``max``...)
     without a new version: its replicas are replaced by ones with the new settings, one by one."""
-    store = _store_for(cluster.connect())
+    store = store_for(cluster.connect())
     version = store.current_version(name)
     if version is None:
         raise NotDeployedError(f"No model named {name!r} has been deployed from the artifact store {store.url}.")
-    manifest = _stored_manifest(store, name, version)
+    manifest = stored_manifest(store, name, version)
     spec = manifest.model_spec()
     spec = spec.with_settings(store.deployed_settings(name, version) or {}).with_settings(changes)
-    return _redeploy(store, manifest, spec.settings(), wait, timeout, progress)
+    return redeploy(store, manifest, spec.settings(), wait, timeout, progress)
 
 
-def _stored_manifest(store: ArtifactStore, name: str, version: str) -> Manifest:
+def stored_manifest(store: ArtifactStore, name: str, version: str) -> Manifest:
     try:
         return load_manifest(store.artifact_url(name, version))
     except FileNotFoundError:
@@ -172,7 +172,7 @@ def _stored_manifest(store: ArtifactStore, name: str, version: str) -> Manifest:
         raise NotDeployedError(f"{name!r} has no version {version!r}; known versions: {known}") from None
 
 
-def _redeploy(store: ArtifactStore, manifest: Manifest, settings: dict[str, Any], wait: bool, timeout: float,
+def redeploy(store: ArtifactStore, manifest: Manifest, settings: dict[str, Any], wait: bool, timeout: float,
               progress: Progress) -> Deployment:
     """Run a stored version again, with ``settings``."""
     info = cluster.connect()
@@ -181,7 +181,7 @@ def _redeploy(store: ArtifactStore, manifest: Manifest, settings: dict[str, Any]
     secrets = _secrets.secret_values(spec.secrets)
     planned = plan(spec)
     progress("cost", planned.estimate.line())
-    return _run(store, manifest, settings, secrets, planned, wait, timeout, progress)
+    return run_stored(store, manifest, settings, secrets, planned, wait, timeout, progress)
 
 
 def restore(progress: Progress = _quiet) -> tuple[list[Deployment], dict[str, str]]:
@@ -190,7 +190,7 @@ def restore(progress: Progress = _quiet) -> tuple[list[Deployment], dict[str, st
     from ray import serve
 
     info = cluster.connect()
-    store = _store_for(info)
+    store = store_for(info)
     running = set(serve.status().applications)
     brought, failed = [], {}
     for name in store.live_models():
@@ -208,7 +208,7 @@ def versions(name: str) -> list[VersionInfo]:
     return ArtifactStore().versions(name)
 
 
-def _run(
+def run_stored(
     store: ArtifactStore,
     manifest: Manifest,
     settings: dict[str, Any],
@@ -369,5 +369,5 @@ def delete(name: str) -> None:
     canary.remove(name)
     cluster.forget_handle(name)
     serve.delete(name)
-    _store_for(info).record_delete(name)  # so that `lambdaml up` does not bring it back
+    store_for(info).record_delete(name)  # so that `lambdaml up` does not bring it back
     cluster.call_app(CONTROL_APP, "forget_model", name)
