@@ -40,35 +40,35 @@ class ModelMetrics(NoMetrics):
     prediction, which would otherwise sit on every request's path.
     """
 
-    def __init__(self, model: str, price_per_hour: float | None = None, flush_every_s: float = 1.0):
+    def __init__(self, model: str, version: str = "", price_per_hour: float | None = None, flush_every_s: float = 1.0):
         from ray.serve.metrics import Counter, Gauge, Histogram
 
         self._in_flight = 0
         self._pending: list[tuple[str, dict[str, float]]] = []
         self.predictions = Counter(
-            "lambdaml_predictions", "Predictions by outcome: succeeded, failed or invalid", tag_keys=("model", "status")
+            "lambdaml_predictions", "Predictions by outcome: succeeded, failed or invalid", tag_keys=("model", "version", "status")
         )
         self.predict_seconds = Histogram(
-            "lambdaml_predict_seconds", "Time in the model's predict", LATENCY_BOUNDARIES, tag_keys=("model",)
+            "lambdaml_predict_seconds", "Time in the model's predict", LATENCY_BOUNDARIES, tag_keys=("model", "version")
         )
         self.fetch_seconds = Histogram(
-            "lambdaml_fetch_seconds", "Time fetching a prediction's input files", LATENCY_BOUNDARIES, tag_keys=("model",)
+            "lambdaml_fetch_seconds", "Time fetching a prediction's input files", LATENCY_BOUNDARIES, tag_keys=("model", "version")
         )
-        self.in_flight = Gauge("lambdaml_predictions_in_flight", "Predictions running now", tag_keys=("model",))
+        self.in_flight = Gauge("lambdaml_predictions_in_flight", "Predictions running now", tag_keys=("model", "version"))
         self.file_bytes = Counter(
             "lambdaml_file_bytes", "Bytes of input files fetched (in) and output files delivered (out)",
-            tag_keys=("model", "direction"),
+            tag_keys=("model", "version", "direction"),
         )
         self.gpu_peak = Gauge(
-            "lambdaml_gpu_peak_memory_bytes", "Peak CUDA memory allocated during the last prediction", tag_keys=("model",)
+            "lambdaml_gpu_peak_memory_bytes", "Peak CUDA memory allocated during the last prediction", tag_keys=("model", "version")
         )
         self.dollars = Gauge(
             "lambdaml_replica_dollars_per_hour", "This replica's share of its node's hourly price (lambdaml.cost)",
-            tag_keys=("model",),
+            tag_keys=("model", "version"),
         )
         for metric in (self.predictions, self.predict_seconds, self.fetch_seconds, self.in_flight, self.file_bytes,
                        self.gpu_peak, self.dollars):
-            metric.set_default_tags({"model": model})
+            metric.set_default_tags({"model": model, "version": version})  # a canary's figures apart from the live one's
         if price_per_hour is not None:  # summed over replicas, it is what the model costs an hour now
             self.dollars.set(price_per_hour)
         threading.Thread(target=self._flush_forever, args=(flush_every_s,), name="lambdaml-metrics", daemon=True).start()

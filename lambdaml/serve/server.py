@@ -94,7 +94,7 @@ class ModelServer:
         model = unpack(load_code(artifact, manifest))
         model.spec = spec
         self.runtime = ModelRuntime(
-            model, debug=debug, masked=masked, metrics=ModelMetrics(spec.name, price_per_hour), batcher=batcher
+            model, debug=debug, masked=masked, metrics=ModelMetrics(spec.name, manifest.version, price_per_hour), batcher=batcher
         )
         self.name = spec.name
         self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))
