@@ -14,7 +14,8 @@ no share of traffic (``lambdaml.canary``); then, in order:
    ``jq_query``, ``match_url``), and with ``predict.compare_outputs`` the live version's output
    for each case too;
 4. fuzzing: ``predict.fuzz.iterations`` inputs generated from the new version's input schema
-   (hypothesis-jsonschema), each of which must not crash it or run past the timeout.
+   (schemathesis, for the version's own ``POST /predictions``), each of which must not crash
+   it, run past the timeout, or be refused.
 
 Predictions go to the applications through Serve handle calls, not the HTTP routes, so
 nothing the checks send is seen by callers; they are recorded like any prediction.
@@ -251,25 +252,26 @@ def _read(url: str) -> bytes:
 
 
 def _fuzz(new: Target, openapi: dict[str, Any], fuzz: Fuzz) -> Result:
-    """``fuzz.iterations`` inputs the schema allows: none may crash the model or hang past the timeout."""
+    """``fuzz.iterations`` inputs the schema allows: none may crash the model, hang past the timeout or be refused.
+
+    The inputs are schemathesis' for the version's own ``POST /predictions`` (drawn through
+    hypothesis, derandomized: the same inputs on every run).
+    """
+    import schemathesis  # the `check` extra: pip install 'lambdaml[check]'
     from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
-    from hypothesis_jsonschema import from_schema
 
     properties, required = _schema_checks.inputs_of(openapi)
     files = sorted(key for key in required if properties[key].get("x-lambdaml-file") and key not in fuzz.fixed_inputs)
     if files:
         return Result("fuzz", True, f"skipped: {', '.join(files)} needs a file (give one in predict.fuzz.fixed_inputs)")
-    kept = {key: value for key, value in properties.items()
-            if key not in fuzz.disabled_inputs and key not in fuzz.fixed_inputs and not value.get("x-lambdaml-file")}
-    schema = {"type": "object", "properties": kept, "required": sorted(required & set(kept)),
-              "additionalProperties": False}
+    operation = schemathesis.openapi.from_dict(openapi)["/predictions"]["POST"]
     tried: list[dict[str, Any]] = []
 
     @settings(max_examples=fuzz.iterations, database=None, deadline=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
-    @given(from_schema(schema) if kept else st.just({}))
-    def generate(inputs: dict[str, Any]) -> None:
+    @given(operation.as_strategy())
+    def generate(case: Any) -> None:
+        inputs = {key: value for key, value in (case.body or {}).get("input", {}).items() if key not in fuzz.disabled_inputs}
         tried.append({**inputs, **fuzz.fixed_inputs})
 
     generate()
