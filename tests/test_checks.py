@@ -32,6 +32,10 @@ VERSIONS = {
             times: int = Input(default=1, ge=1, le=5, description="How often")) -> str:
     return " ".join([text.upper()] * times)
 ''',
+    "drifting": '''def checked(text: str = Input(description="What to echo"),
+            times: int = Input(default=1, ge=1, le=5, description="How often")) -> str:
+    return "".join([text] * times) if times == 3 else " ".join([text] * times)
+''',
     "crashing": '''def checked(text: str = Input(description="What to echo"),
             times: int = Input(default=1, ge=1, le=5, description="How often")) -> str:
     if times > 1:
@@ -49,6 +53,9 @@ predict:
       jq_query: '. == "a"'
     - inputs: {text: x, times: 9}
       error_contains: "times"
+    - inputs: {text: b, times: 3}
+    - inputs: {text: "data:text/plain;base64,aGk="}
+      match_url: "data:text/plain;base64,aGk="
   fuzz:
     iterations: 8
 """
@@ -87,6 +94,7 @@ def _no_check_app_left() -> bool:
     ("undescribed", "schema lint", "times: has no description"),
     ("breaking", "compatibility", "times: removed"),
     ("wrong", "test case 1", 'expected \'hi hi\', got "HI HI"'),
+    ("drifting", "test case 4", 'the live version answered "b b b", the new one "bbb"'),
     ("crashing", "fuzz", "crashed with input"),
 ])
 def test_each_check_fails_on_a_version_that_breaks_it_and_nothing_rolls_out(project, version, check, details):
@@ -113,7 +121,7 @@ def test_a_good_version_passes_every_check_and_is_rolled_out(project):
     live = _live_version()
     code, output = cli("deploy", str(project / "good.py"), "--check")
     assert code == 0, output
-    for check in ("schema lint", "compatibility", "test case 1", "test case 2", "test case 3", "fuzz"):
+    for check in ("schema lint", "compatibility", *(f"test case {n}" for n in range(1, 6)), "fuzz"):
         assert re.search(rf"{check}\s*│\s*pass", output), (check, output)
     assert "8 generated inputs" in output
     assert _live_version() != live and lambdaml.run("checked", {"text": "ok", "times": 2}) == "ok ok"
