@@ -73,16 +73,12 @@ def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Pr
     the new version runs beside the live one and takes that share of new predictions
     (``lambdaml.canary``: ``promote`` or ``drop`` it).
     """
-    if canary is not None:
-        from lambdaml import canary as canaries
-
-        canaries.check_can_start(model.name, canary)
-    staged = stage(model, settings, progress)
     if canary is None:
-        return run_stored(*staged, wait, timeout, progress)
+        return run_stored(*stage(model, settings, progress), wait, timeout, progress)
     from lambdaml import canary as canaries
 
-    return canaries.start(*staged, canary, timeout, progress)
+    canaries.check_can_start(model.name, canary)
+    return canaries.start(*stage(model, settings, progress), canary, timeout, progress)
 
 
 Staged = tuple[ArtifactStore, Manifest, dict[str, Any], dict[str, str], "Plan"]  # what run_stored takes first

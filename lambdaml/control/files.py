@@ -22,6 +22,7 @@ import json
 import os
 import re
 import secrets
+import sys
 import time
 from typing import Any
 from urllib.parse import quote
@@ -76,9 +77,12 @@ class Uploads:
             connection.execute(sa.insert(uploads).values(**row, content=content))
         return row
 
-    def find(self, file_id: str, with_content: bool = False) -> dict[str, Any] | None:
-        """The file's row (``content`` too if asked), unless it expired."""
-        columns = [column for column in uploads.c if with_content or column.name != "content"]
+    def find(self, file_id: str, content_up_to: int | None = None) -> dict[str, Any] | None:
+        """The file's row, unless it expired; with ``content_up_to``, its ``content`` too when the
+        file is at most that many bytes (else None: a big file is not read where it is not sent)."""
+        columns = [column for column in uploads.c if column.name != "content"]
+        if content_up_to is not None:
+            columns.append(sa.case((uploads.c.size <= content_up_to, uploads.c.content), else_=None).label("content"))
         query = sa.select(*columns).where(uploads.c.id == file_id, uploads.c.expires_ts > time.time())
         with self._records.reader.connect() as connection:
             row = connection.execute(query).mappings().first()
@@ -176,8 +180,9 @@ class FileRoutes:
         named = {field: [match.group(1) for text in _strings(value) if (match := _own_file(text, base))]
                  for field, value in inputs.items()}
         rows: dict[str, dict[str, Any]] = {}
+        limit = inline_limit_bytes()
         for file_id in {file_id for ids in named.values() for file_id in ids}:
-            row = await asyncio.to_thread(self._files.find, file_id, True)  # a big file is read twice: once here
+            row = await asyncio.to_thread(self._files.find, file_id, limit)  # a big one's content: by the replica
             if row is not None and caller.owns(row["token_id"]):
                 rows[file_id] = row
         problems = [
@@ -188,7 +193,6 @@ class FileRoutes:
             raise InputError("Invalid input. " + "; ".join(f"{p['field']}: {p['message']}" for p in problems), problems)
         if not rows:
             return inputs
-        limit = inline_limit_bytes()
 
         def inline(text: str) -> str:
             match = _own_file(text, base)
@@ -206,7 +210,7 @@ class FileRoutes:
         file_id, _, rest = reference.partition(":")[2].partition("/")
         if not self._keys.valid("file:" + file_id, rest.partition("/")[0]):
             return None
-        row = await asyncio.to_thread(self._files.find, file_id, True)
+        row = await asyncio.to_thread(self._files.find, file_id, sys.maxsize)
         return None if row is None else row["content"]
 
 

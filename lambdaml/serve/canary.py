@@ -44,8 +44,9 @@ def published(name: str) -> dict[str, Any] | None:
 class CanaryRouter:
     """Which requests of a live replica go to the canary, from what is published for ``name``."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, live: bool = True) -> None:
         self._name = name
+        self._live = live  # a canary's own replicas route nothing: their share stays 0
         self.share = 0.0  # 0..1; 0 when no canary runs
         self._app: str | None = None
         self._handle: Any = None
@@ -53,7 +54,7 @@ class CanaryRouter:
 
     def start(self) -> None:
         """On the replica's event loop (its first health probe)."""
-        if self._task is None:
+        if self._live and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     def chosen(self, headers: dict[bytes, bytes]) -> bool:

@@ -2,8 +2,8 @@
 
 Every ``EVERY_S`` a replica tells the control application that it is alive, with the Ray
 resources it holds; the control application keeps one span per replica (first and last
-seen, ``lambdaml.control.usage``). A replica that stops is counted up to its last report:
-at most ``EVERY_S`` short. This works on any cluster, with nothing but lambdaml running:
+seen, ``lambdaml.control.usage``). A replica that stops says so last (``stop``); one that
+dies is counted up to its last report: at most ``EVERY_S`` short. This works on any cluster, with nothing but lambdaml running:
 no Prometheus needed.
 """
 

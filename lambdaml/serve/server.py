@@ -108,7 +108,7 @@ class ModelServer:
         self.auth = published_watcher()  # the callers' tokens, as the control application publishes them
         self.tracker = Tracker(self._send_records, cancel_grace())
         self.presence = Presence(self._report_presence)
-        self.canary = CanaryRouter(self.name)
+        self.canary = CanaryRouter(self.name, live=_app_name(self.name) == self.name)
         self._fingerprint = fingerprint
 
     async def fingerprint(self) -> str:
@@ -415,8 +415,7 @@ class ModelServer:
     async def check_health(self) -> None:
         """Serve's health probe: a replica with a predict that will not stop must be replaced."""
         self.presence.start()  # the first probe comes within a second of the replica's start
-        if _app_name(self.name) == self.name:  # the live version's replicas; a canary's route nothing
-            self.canary.start()
+        self.canary.start()
         reason = self.tracker.stuck() or self.runtime.stuck  # the tracker's first: it also ends the record
         if reason is not None:
             raise RuntimeError(reason)
