@@ -96,6 +96,9 @@ def test_ls_status_logs_and_schema(deployed_cli):
     assert cli("predict", "cli-shout", "-i", "text=boom")[0] == 1  # a failed prediction is a failed command
     code, output = cli("status", "cli-shout")
     assert code == 0 and "cannot shout boom" in output
+    deadline = time.monotonic() + 10  # the replica writes its log file once a second (flush_serve_logs_every)
+    while "shouting" not in (output := cli("logs", "cli-shout", "--tail", "50")[1]) and time.monotonic() < deadline:
+        time.sleep(0.5)
     code, output = cli("logs", "cli-shout", "--tail", "50")
     assert code == 0 and "shouting" in output
     code, output = cli("schema", "cli-shout")
