@@ -97,25 +97,33 @@ def deploy(
         False, "--check", help="Run the safety checks against the new version first; roll out only if all pass."),
     tests: Optional[pathlib.Path] = TESTS,
     allow_breaking: bool = ALLOW_BREAKING,
+    name: Optional[str] = typer.Option(None, "--name", help="A Cog project's model name (default: its directory's)."),
+    upload_url: Optional[str] = typer.Option(
+        None, "--upload-url", help="A Cog project's file outputs are PUT to this URL + file name, as `cog serve` does."),
+    ignore_system_packages: bool = typer.Option(
+        False, "--ignore-system-packages",
+        help="Deploy a Cog project whose cog.yaml lists system packages, run commands or CUDA: the cluster has them."),
+    strict_python: bool = typer.Option(
+        False, "--strict-python", help="Refuse a Cog project whose cog.yaml names another Python than the cluster's."),
 ) -> None:
-    """Deploy every @model in a file (or the one named).
+    """Deploy every @model in a file (or the one named), or a Cog project (a directory with cog.yaml).
 
     The hardware and scaling options override what @model(...) says, for this deploy; the
     same code keeps its version whatever they are. Before it rolls out, deploy prints the
     node type the model lands on and its hourly cost at min and max replicas.
 
-    Example: `lambdaml deploy examples/hello.py` or `lambdaml deploy models.py:captioner --gpu H100 --min 1`
+    Example: `lambdaml deploy examples/hello.py`, `lambdaml deploy models.py:captioner --gpu H100 --min 1`
+    or `lambdaml deploy ./my-cog-model --name captioner`
     """
     from lambdaml.deploy import deploy as deploy_model
-    from lambdaml.model import Model
 
     settings = chosen(gpu=gpu, cpu=cpu, memory=memory, min=min_replicas, max=max_replicas, concurrency=concurrency,
                       scaledown_after=scaledown_after, timeout=timeout)
     if address:
         os.environ["LAMBDAML_ADDRESS"] = address
-    models = _cli_io.load_models(target)
+    models = _load(target, name, upload_url, ignore_system_packages, strict_python)
     if public:
-        models = [Model(model.target, model.spec.model_copy(update={"visibility": "public"})) for model in models]
+        models = [model.with_spec(model.spec.model_copy(update={"visibility": "public"})) for model in models]
     for model in models:  # all checked before any is deployed
         model.spec.with_settings(settings)
     if dry_run:
@@ -142,6 +150,26 @@ def deploy(
         console.print(f"Canary: `lambdaml status {names}` compares the versions; `lambdaml promote {names}` makes the "
                       f"new one live, `lambdaml rollback {names}` drops it.", highlight=False)
     console.print(f"Ray dashboard: {results[0].dashboard_url}", highlight=False)
+
+
+def _load(target: str, name: str | None, upload_url: str | None, ignore_system_packages: bool,
+          strict_python: bool) -> list[Any]:
+    """The models to deploy: a Cog project's one, or a Python file's @models (which the Cog options do not apply to)."""
+    from lambdaml import cog
+
+    if cog.find_root(target) is not None:
+        model = cog.load(target, name=name, upload_url=upload_url, ignore_system_packages=ignore_system_packages,
+                         strict_python=strict_python)
+        for note in model.notes:
+            console.print(f"  {model.name}: {note}", highlight=False, soft_wrap=True)
+        return [model]
+    given = [flag for flag, value in (("--name", name), ("--upload-url", upload_url),
+                                      ("--ignore-system-packages", ignore_system_packages),
+                                      ("--strict-python", strict_python)) if value]
+    if given:
+        raise ConfigError(f"{', '.join(given)} apply to Cog projects (a directory with cog.yaml); {target} is not one. "
+                          "A Python file's models take their name and settings from @model(...)")
+    return _cli_io.load_models(target)
 
 
 def check(

@@ -14,7 +14,6 @@ import os
 import pathlib
 import re
 import sys
-import traceback
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -22,7 +21,7 @@ import fsspec
 import httpx
 
 from lambdaml._urls import safe_file_name
-from lambdaml.errors import ConfigError, InputError
+from lambdaml.errors import ConfigError, InputError, code_error
 from lambdaml.model import Model
 
 
@@ -42,7 +41,7 @@ def load_models(target: str) -> list[Model]:
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # SyntaxError included: the user's file, not lambdaml, is at fault
-        raise ConfigError(f"{_where(exc, path)}: {type(exc).__name__}: {_message(exc)} (--debug shows the traceback)") from exc
+        raise code_error(exc, path) from exc
     if attribute:
         found = getattr(module, attribute, None)
         if not isinstance(found, Model):
@@ -52,18 +51,6 @@ def load_models(target: str) -> list[Model]:
     if not models:
         raise ConfigError(f"{path} defines no @model. Decorate a function or class with @lambdaml.model")
     return models
-
-
-def _where(exc: Exception, path: pathlib.Path) -> str:
-    """``file, line N``: where the user's file failed (the deepest frame in it), else the file."""
-    if isinstance(exc, SyntaxError) and exc.lineno:
-        return f"{exc.filename or path}, line {exc.lineno}"
-    ours = [frame for frame in traceback.extract_tb(exc.__traceback__) if pathlib.Path(frame.filename) == path.resolve()]
-    return f"{path}, line {ours[-1].lineno}" if ours else str(path)
-
-
-def _message(exc: Exception) -> str:
-    return exc.msg if isinstance(exc, SyntaxError) else str(exc)
 
 
 # ------------------------------------------------------------------ -i inputs

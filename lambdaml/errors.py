@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+import traceback
 from typing import Any
 
 
@@ -11,6 +13,17 @@ class LambdamlError(Exception):
 
 class ConfigError(LambdamlError, ValueError):
     """A bad ``@model(...)`` parameter, raised at decoration time."""
+
+
+def code_error(exc: Exception, path: pathlib.Path) -> ConfigError:
+    """A user's file failed to load: ``file, line N: Error: message``, in one line (the user's code is at fault)."""
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        where = f"{exc.filename or path}, line {exc.lineno}"
+    else:  # the deepest frame in the file, else the file
+        ours = [frame for frame in traceback.extract_tb(exc.__traceback__) if pathlib.Path(frame.filename) == path.resolve()]
+        where = f"{path}, line {ours[-1].lineno}" if ours else str(path)
+    message = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    return ConfigError(f"{where}: {type(exc).__name__}: {message} (--debug shows the traceback)")
 
 
 class ClusterError(LambdamlError):

@@ -34,7 +34,8 @@ class Input:
     """Describe one input of ``predict``: its default, description and constraints.
 
     ``ge``/``le`` bound numbers, ``min_length``/``max_length`` bound strings and
-    lists, ``regex`` must match a string, ``choices`` lists the allowed values.
+    lists, ``regex`` must match a string, ``choices`` lists the allowed values, ``deprecated``
+    marks an input that is going away.
     """
 
     default: Any = REQUIRED
@@ -45,6 +46,7 @@ class Input:
     max_length: int | None = None
     regex: str | None = None
     choices: Sequence[Any] | None = None
+    deprecated: bool | None = None  # shown in the schema (as Cog's Input does); the input still works
 
     @property
     def required(self) -> bool:

@@ -55,6 +55,10 @@ class Model:
         state["_type_hints"] = type_hints(predict_callable(self.target))
         return state
 
+    def with_spec(self, spec: ModelSpec) -> "Model":
+        """The same model with another spec (the package stage ships it without its settings)."""
+        return Model(self.target, spec)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.is_class:
             return self.target(*args, **kwargs)

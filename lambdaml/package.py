@@ -49,7 +49,7 @@ def build(model: Model, secrets: dict[str, str]) -> tuple[Manifest, bytes]:
     """The artifact of ``model``: its manifest and code. ``secrets`` are only checked for, never stored."""
     scan = scan_code(model.target)
     # Without its hardware and scaling: the manifest keeps those, and each deploy may change them.
-    code = pack(Model(model.target, model.spec.without_settings()), scan.local_modules)
+    code = pack(model.with_spec(model.spec.without_settings()), scan.local_modules)
     leaked = [name for name, value in secrets.items() if len(value) >= 4 and value.encode() in code]
     if leaked:
         raise ConfigError(

@@ -340,6 +340,7 @@ def describe(target: Any, hints: dict[str, Any] | None = None, batched: bool = F
             min_length=info.min_length,
             max_length=info.max_length,
             pattern=info.regex,
+            json_schema_extra={"deprecated": True} if info.deprecated else None,
         )
         fields[parameter.name] = (annotation, field)
     title = getattr(target, "__name__", "Model")

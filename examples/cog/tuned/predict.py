@@ -1,0 +1,15 @@
+from typing import Optional
+
+from cog import BasePredictor, Input, Path
+
+
+class Predictor(BasePredictor):
+    def setup(self, weights: Optional[Path] = None) -> None:
+        # A directory (or a file) of weights: the shipped ./weights, or a training's output.
+        source = Path(weights) if weights else None
+        if source is not None and source.is_dir():
+            source = source / "greeting.txt"
+        self.greeting = source.read_text().strip() if source else "hi"
+
+    def predict(self, name: str = Input(description="Who to greet")) -> str:
+        return f"{self.greeting}, {name}"
