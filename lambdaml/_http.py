@@ -25,9 +25,14 @@ def error_response(status: int, title: str, detail: str, headers: dict[str, str]
     return json_response({"title": title, "status": status, "detail": detail}, status, headers)
 
 
-def invalid_response(error: InputError) -> Response:
+def invalid_response(error: InputError, cog: bool = False) -> Response:
+    """The 422. For a Cog model, ``detail`` is Cog's list (``loc``, ``msg``, ``type`` per field), as Cog's clients read it."""
+    detail: Any = str(error)
+    if cog:
+        detail = [{"loc": ["body", "input", *field["field"].split(".")] if field["field"] not in ("body", "input")
+                   else ["body"], "msg": field["message"], "type": field["type"]} for field in error.invalid_fields]
     return json_response(
-        {"title": "Input validation failed", "status": 422, "detail": str(error), "invalid_fields": error.invalid_fields},
+        {"title": "Input validation failed", "status": 422, "detail": detail, "invalid_fields": error.invalid_fields},
         status=422,
     )
 

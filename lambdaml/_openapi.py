@@ -25,6 +25,14 @@ _INVALID = {
     "title": "InvalidInput",
     "properties": {**_ERROR["properties"], "invalid_fields": {"type": "array", "items": {"type": "object"}}},
 }
+# A Cog model's 422 (``_http.invalid_response``): ``detail`` lists the fields as Cog's server does.
+_COG_INVALID = {
+    **_INVALID,
+    "properties": {**_INVALID["properties"], "detail": {"type": "array", "items": {
+        "type": "object", "required": ["loc", "msg", "type"],
+        "properties": {"loc": {"type": "array", "items": {"type": "string"}}, "msg": {"type": "string"}, "type": {"type": "string"}},
+    }}},
+}
 
 # Replicate's request headers (server._http_create reads them; _http.py checks them).
 _HEADERS = [
@@ -74,7 +82,7 @@ def _components(schema: ModelSchema) -> dict[str, Any]:
         "properties": {name: field for name, field in request["properties"].items() if name != "id"},
     }
     components["Error"] = _ERROR
-    components["InvalidInput"] = _INVALID
+    components["InvalidInput"] = _COG_INVALID if schema.cog_output is not None else _INVALID
     return components
 
 

@@ -228,7 +228,11 @@ def submit(
         raise _not_deployed(name, base)
     if response.status_code == 422:
         detail = response.json()
-        raise InputError(detail["detail"], detail.get("invalid_fields"))
+        fields = detail.get("invalid_fields") or []
+        message = detail["detail"]  # a Cog model lists the fields in it: say them as for any model
+        if not isinstance(message, str):
+            message = "Invalid input. " + "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        raise InputError(message, fields)
     if response.status_code == 409:
         raise InputError(_detail(response))
     error = f"HTTP {response.status_code} from {url}: {_detail(response)}"

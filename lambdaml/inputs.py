@@ -86,5 +86,6 @@ class Secret(str):
         cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         json_schema = handler(schema)
-        json_schema.update({"format": "password", "writeOnly": True, "x-lambdaml-secret": True})
+        # x-cog-secret: how Cog's schemas (and Replicate's clients) mark a secret
+        json_schema.update({"format": "password", "writeOnly": True, "x-lambdaml-secret": True, "x-cog-secret": True})
         return json_schema

@@ -101,6 +101,9 @@ class ModelSchema:
     secret_fields: frozenset[str]
     file_fields: frozenset[str] = frozenset()  # inputs that take files (fetched before predict)
     streaming: bool = False  # predict is a generator: output_adapter describes one item
+    # A Cog model (lambdaml.cog): Cog's JSON schema of its output, and Cog's answers (a stream's items
+    # stay a list; a 422 names fields as Cog does). None for lambdaml's own models.
+    cog_output: dict[str, Any] | None = None
 
     def validate(self, raw: dict[str, Any]) -> BaseModel:
         """Validated inputs, or an InputError naming every bad field and its constraint."""
@@ -152,10 +155,12 @@ class ModelSchema:
     @functools.cached_property
     def streams_text(self) -> bool:
         """A generator of ``str``: its items are tokens of one text, which a plain request gets joined."""
-        return self.streaming and self.output_adapter.json_schema().get("type") == "string"
+        return self.streaming and self.cog_output is None and self.output_adapter.json_schema().get("type") == "string"
 
     def output_json_schema(self, ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
         """What a plain request's output is: for a generator, its items as a list, or joined if they are text."""
+        if self.cog_output is not None:
+            return dict(self.cog_output)
         item = self.output_adapter.json_schema(ref_template=ref_template)
         if not self.streaming:
             return item
@@ -314,7 +319,7 @@ def describe(target: Any, hints: dict[str, Any] | None = None, batched: bool = F
     streaming = is_streaming(function)
     fields: dict[str, Any] = {}
     secrets = set()
-    for parameter in _parameters(function):
+    for order, parameter in enumerate(_parameters(function)):
         if parameter.name not in hints:
             raise ConfigError(
                 f"Input {parameter.name!r} of {function.__qualname__} has no type annotation; "
@@ -340,7 +345,8 @@ def describe(target: Any, hints: dict[str, Any] | None = None, batched: bool = F
             min_length=info.min_length,
             max_length=info.max_length,
             pattern=info.regex,
-            json_schema_extra={"deprecated": True} if info.deprecated else None,
+            # x-order: the inputs' order, for forms (Cog's and Replicate's schemas carry it)
+            json_schema_extra={"x-order": order, **({"deprecated": True} if info.deprecated else {})},
         )
         fields[parameter.name] = (annotation, field)
     title = getattr(target, "__name__", "Model")

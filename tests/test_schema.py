@@ -126,7 +126,9 @@ def test_openapi_documents_inputs_constraints_and_output():
         "pattern": "^[a-z ]+$",
         "title": "Prompt",
         "type": "string",
+        "x-order": 0,
     }
+    assert [props[name]["x-order"] for name in props] == list(range(len(props)))  # the form's order, as Cog's
     assert props["steps"]["minimum"] == 1 and props["steps"]["maximum"] == 50 and props["steps"]["default"] == 10
     assert props["style"]["enum"] == ["plain", "fancy"]
     assert props["api_key"]["format"] == "password" and props["api_key"]["writeOnly"] is True

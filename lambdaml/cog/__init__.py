@@ -9,6 +9,8 @@ inside a replica. From there on it is deployed, versioned, scaled and called lik
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import importlib
 import io
 import os
@@ -23,6 +25,7 @@ from lambdaml.cog.project import CogProject, Ref, find_root, read
 from lambdaml.cog.runner import runner_class
 from lambdaml.errors import ConfigError, code_error
 from lambdaml.model import Model
+from lambdaml.schema import ModelSchema, describe
 from lambdaml.spec import ModelSpec, build_spec
 
 __all__ = ["CogModel", "find_root", "load"]
@@ -36,6 +39,11 @@ class CogModel(Model):
         self._cog = (archive, ref, interface, upload_url)
         self.notes: list[str] = []  # what deploy says about the project (the Python version it asked for)
         super().__init__(runner_class(spec.name, archive, ref, interface, upload_url), spec)
+
+    @functools.cached_property
+    def schema(self) -> ModelSchema:
+        """As any model's, but answering as Cog does: Cog's output schema, a stream's items kept as a list."""
+        return dataclasses.replace(describe(self.target), cog_output=self._cog[2].output_schema)
 
     def __reduce__(self) -> tuple[Any, ...]:
         archive, ref, interface, upload_url = self._cog

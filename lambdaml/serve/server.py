@@ -97,6 +97,7 @@ class ModelServer:
             model, debug=debug, masked=masked, metrics=ModelMetrics(spec.name, manifest.version, price_per_hour), batcher=batcher
         )
         self.name = spec.name
+        self._cog = self.runtime.schema.cog_output is not None  # a Cog model answers a 422 as Cog does
         self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))
         self._sync_wait = sync_wait()
         self._max_body = max_request_bytes()
@@ -181,7 +182,7 @@ class ModelServer:
             if body.webhook is not None:
                 _check_webhook(body.webhook)
         except InputError as exc:
-            return invalid_response(exc)
+            return invalid_response(exc, self._cog)
         if self.tracker.doomed:  # a predict that will not stop holds the slot: another replica must take it
             return error_response(503, "Replica being replaced", "This replica is being replaced; try again.", {"Retry-After": "1"})
         input_hash = _input_hash(body.input) if prediction_id is not None else ""
@@ -305,7 +306,7 @@ class ModelServer:
                 raise
         if flight.record["status"] in FINAL:
             if flight.invalid is not None:
-                return invalid_response(flight.invalid)
+                return invalid_response(flight.invalid, self._cog)
             return Response(to_json(flight.record), media_type="application/json")
 
         flight.background = True  # from now on no request holds it
