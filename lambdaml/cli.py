@@ -154,7 +154,9 @@ def predict(
         errors.print(f"Follow it with `lambdaml predictions show {prediction.id} --follow`", highlight=False)
         return
     prediction = _cli_predictions.run_to_end(name, values, errors)
-    if prediction.status == "succeeded" and "x-lambdaml-file" in json.dumps(schemas.get("Output", {})):
+    output_schema = json.dumps(schemas.get("Output", {}))
+    # a file output: lambdaml's marker, or Cog's (a Cog model's output schema is Cog's own)
+    if prediction.status == "succeeded" and ("x-lambdaml-file" in output_schema or '"format": "uri"' in output_schema):
         prediction.output, saved = _cli_io.save_output_files(prediction.output, output_dir)
         for path in saved:
             errors.print(f"Written {path}", highlight=False)
