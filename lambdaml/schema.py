@@ -44,7 +44,7 @@ class Prediction(BaseModel):
     output: Any = None
     error: str | None = None
     logs: str | None = ""
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Any] = {}  # times in seconds; a Cog model's own metrics may be counts or lists
     created_at: str | None = None
     started_at: str | None = None
     completed_at: str | None = None

@@ -180,6 +180,7 @@ def test_put_is_idempotent_and_health_check_is_cogs(deployed):
     first = httpx.put(f"{urls['tuned']}/predictions/cog-put-1", json={"input": {"name": "ada"}}, timeout=60)
     again = httpx.put(f"{urls['tuned']}/predictions/cog-put-1", json={"input": {"name": "ada"}}, timeout=60)
     assert first.json()["output"] == "hello, ada"  # setup(weights) got the project's ./weights
+    assert first.json()["metrics"]["name_length"] == 3  # current_scope().record_metric
     assert again.json()["id"] == "cog-put-1" and again.json()["output"] == "hello, ada"
     health = httpx.get(f"{urls['tuned']}/health-check", timeout=10)
     assert health.status_code == 200 and health.json()["status"] == "READY"

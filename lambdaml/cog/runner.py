@@ -30,6 +30,7 @@ from lambdaml._file_basics import replace_in
 from lambdaml.cog.interface import CogInterface
 from lambdaml.cog.project import Ref
 from lambdaml.inputs import Secret
+from lambdaml.serve import log_capture
 
 
 def _to_cog(value: Any) -> Any:
@@ -72,6 +73,38 @@ def upload(path: pathlib.Path, upload_url: str) -> str:
     return urlunsplit(urlsplit(location)._replace(query=""))
 
 
+class _Metrics:
+    """``current_scope().metrics``: Cog's metrics of the running prediction, kept in its ``metrics``."""
+
+    def __getitem__(self, name: str) -> Any:
+        return log_capture.recorded_metric(name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        log_capture.record_metric(name, value)
+
+    def record(self, name: str, value: Any, mode: str = "replace") -> None:
+        if mode == "incr":
+            value = (log_capture.recorded_metric(name) or 0) + value
+        elif mode == "append":
+            value = [*(log_capture.recorded_metric(name) or []), value]
+        elif mode != "replace":
+            raise ValueError(f"unknown metric mode {mode!r}; Cog's modes are replace, incr and append")
+        log_capture.record_metric(name, value)
+
+
+class _Scope:
+    """What ``cog.current_scope()`` returns in a lambdaml replica (Cog's own needs its Rust server running)."""
+
+    metrics = _Metrics()
+
+    def record_metric(self, name: str, value: Any, mode: str = "replace") -> None:
+        self.metrics.record(name, value, mode)
+
+
+def _current_scope() -> _Scope:
+    return _Scope()
+
+
 class CogRunner:
     """The lambdaml model class around one Cog predictor (subclassed per project by ``runner_class``)."""
 
@@ -85,6 +118,9 @@ class CogRunner:
         with zipfile.ZipFile(io.BytesIO(self._archive)) as archive:
             archive.extractall(root)
         os.chdir(root)  # a replica is its own process, and Cog's predictors read files relative to the project
+        import cog
+
+        cog.current_scope = _current_scope  # before the predictor's `from cog import current_scope`
         sys.path.insert(0, str(root))
         target = getattr(importlib.import_module(self._ref.module), self._ref.name)
         if self._interface.method is None:  # a plain function

@@ -14,6 +14,7 @@ starts itself, ``setup()``'s helpers): the replica's own secrets are masked ever
 from __future__ import annotations
 
 import contextvars
+from typing import Any
 import io
 import logging
 import logging.handlers
@@ -38,10 +39,15 @@ def _masked(text: str, secrets: list[str]) -> str:
 
 
 class _Capture:
-    """One prediction's buffer; a context manager (a class: ``contextlib``'s generators cost more per request)."""
+    """One prediction's buffer; a context manager (a class: ``contextlib``'s generators cost more per request).
+
+    It is also where the model's own metrics for the prediction go (``record_metric``): the
+    one object that is current for exactly one prediction, in its task and its thread.
+    """
 
     def __init__(self, secrets: list[str]):
         self.parts: list[str] = []
+        self.metrics: dict[str, Any] | None = None
         self.secrets = maskable(secrets)
         self._token: contextvars.Token | None = None
 
@@ -65,7 +71,24 @@ class _Capture:
 
 
 _current: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar("lambdaml_capture", default=None)
-_everywhere: list[str] = []  # this replica's secrets: masked in output outside any prediction too
+_everywhere: list[str] = []
+
+
+def record_metric(name: str, value: Any) -> bool:
+    """Put ``name: value`` in the running prediction's ``metrics``; False outside a prediction."""
+    capture = _current.get()
+    if capture is None:
+        return False
+    if capture.metrics is None:
+        capture.metrics = {}
+    capture.metrics[name] = value
+    return True
+
+
+def recorded_metric(name: str) -> Any:
+    """A metric the running prediction recorded already (None if none)."""
+    capture = _current.get()
+    return None if capture is None or capture.metrics is None else capture.metrics.get(name)  # this replica's secrets: masked in output outside any prediction too
 
 
 def mask_everywhere(secrets: list[str]) -> None:

@@ -192,6 +192,9 @@ class ModelRuntime:
         if error is not None:
             self.recent_errors.append({"id": prediction_id, "at": created_at, "error": error})
         figures["total_time"] = time.perf_counter() - created
+        metrics = {key: figures[key] for key in ("predict_time", "fetch_time", "total_time") if key in figures}
+        if logs.metrics:  # what the model recorded itself (a Cog model's current_scope().record_metric)
+            metrics = {**logs.metrics, **metrics}
         return _prediction(
             prediction_id,
             status,
@@ -199,7 +202,7 @@ class ModelRuntime:
             output=output,
             error=error,
             logs=logs.text(),
-            metrics={key: figures[key] for key in ("predict_time", "fetch_time", "total_time") if key in figures},
+            metrics=metrics,
             created_at=created_at,
             started_at=started_at,
             completed_at=_clock.now(),

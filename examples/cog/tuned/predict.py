@@ -1,6 +1,6 @@
 from typing import Optional
 
-from cog import BasePredictor, Input, Path
+from cog import BasePredictor, Input, Path, current_scope
 
 
 class Predictor(BasePredictor):
@@ -12,4 +12,5 @@ class Predictor(BasePredictor):
         self.greeting = source.read_text().strip() if source else "hi"
 
     def predict(self, name: str = Input(description="Who to greet")) -> str:
+        current_scope().record_metric("name_length", len(name))  # shown in the prediction's metrics
         return f"{self.greeting}, {name}"
