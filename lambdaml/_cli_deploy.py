@@ -79,7 +79,7 @@ def clock(hours: float) -> str:
 
 
 def deploy(
-    target: str = typer.Argument(..., help="A Python file with @model definitions, optionally `file.py:object`."),
+    target: str = typer.Argument(..., help="A Python file with @model definitions (optionally `file.py:object`), or a Cog project."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to deploy to."),
     public: bool = typer.Option(False, "--public", help="Let callers without a token run it (as @model(visibility='public'))."),
     gpu: Optional[str] = GPU,
@@ -173,7 +173,7 @@ def _load(target: str, name: str | None, upload_url: str | None, ignore_system_p
 
 
 def check(
-    target: str = typer.Argument(..., help="A Python file with @model definitions, optionally `file.py:object`."),
+    target: str = typer.Argument(..., help="A Python file with @model definitions (optionally `file.py:object`), or a Cog project."),
     tests: Optional[pathlib.Path] = TESTS,
     allow_breaking: bool = ALLOW_BREAKING,
 ) -> None:
@@ -184,7 +184,7 @@ def check(
 
     Example: `lambdaml check models.py` or `lambdaml check models.py:captioner --tests checks.yaml`
     """
-    if not _checked(_cli_io.load_models(target), {}, tests, _model_file(target), allow_breaking):
+    if not _checked(_load(target, None, None, False, False), {}, tests, _model_file(target), allow_breaking):
         raise typer.Exit(1)
 
 
@@ -209,7 +209,11 @@ def _checked(models: list[Any], settings: dict[str, Any], tests: pathlib.Path | 
 
 
 def _model_file(target: str) -> pathlib.Path:
-    return pathlib.Path(target.partition(":")[0])
+    """The file whose folder holds lambdaml.yaml: the model file, or a Cog project's cog.yaml."""
+    from lambdaml import cog
+
+    root = cog.find_root(target)
+    return root / "cog.yaml" if root is not None else pathlib.Path(target.partition(":")[0])
 
 
 def _progress(status: Any, name: str) -> Callable[[str, str], None]:

@@ -199,3 +199,9 @@ def test_the_cli_says_which_python_and_predicts(deployed, tmp_path):
     saved = list((tmp_path / "out").iterdir())
     assert len(saved) == 1 and saved[0].read_text().splitlines()[1:3] == ["TOP", "cli"]
     assert json.loads(cli("predict", "chat", "-i", "prompt=z", "-i", "delay=0", "--json")[1])["output"][-1] == "z "
+
+
+def test_the_safety_checks_run_on_a_cog_project(deployed):
+    code, output = cli("check", str(EXAMPLES / "tuned"))  # lint, compatibility with the live version, fuzzing
+    assert code == 0, output
+    assert "fuzz" in output and "FAIL" not in output
