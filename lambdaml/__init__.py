@@ -26,7 +26,7 @@ from lambdaml.errors import (
     PredictionNotFoundError,
     WaitTimeoutError,
 )
-from lambdaml import canary, cost, files, predictions
+from lambdaml import canary, cost, files, predictions, trainings
 from lambdaml.files import Path
 from lambdaml.inputs import Input, Secret
 from lambdaml.model import Model, model
@@ -57,5 +57,6 @@ __all__ = [
     "rollback",
     "run",
     "shutdown",
+    "trainings",
     "versions",
 ]

@@ -138,6 +138,9 @@ def deploy(
             started = time.monotonic()
             deployment = deploy_model(model, progress=_progress(status, model.name), settings=settings, canary=canary)
         console.print(f"  [green]✓[/] {model.name}: ready in {time.monotonic() - started:.1f} s", highlight=False)
+        if model.trainer() is not None and canary is None:
+            console.print(f"  trainings: `lambdaml train {model.name} -i ...` or POST {deployment.url}-train/trainings",
+                          highlight=False)
         results.append(deployment)
     table = Table("name", "version", "URL", "replicas", title="Deployed")
     for deployment in results:

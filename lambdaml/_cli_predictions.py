@@ -7,7 +7,7 @@ work itself is ``lambdaml.predictions``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -40,19 +40,21 @@ def describe(prediction: Prediction) -> str:
     return f"{prediction.id} {prediction.status}"
 
 
-def run_to_end(name: str, values: dict[str, Any], status: Console) -> Prediction:
-    """Run a prediction until it ends, with a status line that says what it waits for; Ctrl-C cancels it."""
+def run_to_end(name: str, values: dict[str, Any], status: Console, start: Callable[..., Prediction] = predictions.create,
+               what: str = "prediction") -> Prediction:
+    """Run a prediction (or, with ``trainings.create``, a training) until it ends, with a status line that
+    says what it waits for; Ctrl-C cancels it."""
     prediction = None
     try:
-        with status.status(f"[bold]{name}[/]: sent, waiting for the prediction") as line:
-            prediction = predictions.create(name, values, wait=HOLD_S)
+        with status.status(f"[bold]{name}[/]: sent, waiting for the {what}") as line:
+            prediction = start(name, values, wait=HOLD_S)
             for _ in predictions.watch(prediction):
                 line.update(f"[bold]{name}[/]: {describe(prediction)}")
     except KeyboardInterrupt:
         # Within the hold, hanging up cancels it; after, we must ask.
         if prediction is not None and prediction.status not in predictions.FINAL:
             prediction.cancel()
-        raise LambdamlError("Interrupted, so the prediction was canceled.") from None
+        raise LambdamlError(f"Interrupted, so the {what} was canceled.") from None
     return prediction
 
 

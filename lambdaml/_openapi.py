@@ -100,8 +100,11 @@ def _create_responses() -> dict[str, Any]:
     }
 
 
-def openapi(name: str, schema: ModelSchema) -> dict[str, Any]:
-    """One OpenAPI 3.1 document for the model's HTTP API, served at ``/{name}/openapi.json``."""
+def openapi(name: str, schema: ModelSchema, collection: str = "predictions") -> dict[str, Any]:
+    """One OpenAPI 3.1 document for the model's HTTP API, served at ``/{name}/openapi.json``.
+
+    ``collection``: ``trainings`` for a trainer (``lambdaml.serve.training``), whose routes are Cog's
+    training routes; what they take and answer is a prediction's."""
     def request_body(ref: str) -> dict[str, Any]:
         return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
 
@@ -111,16 +114,16 @@ def openapi(name: str, schema: ModelSchema) -> dict[str, Any]:
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": name, "version": "1.0.0", "description": f"Predictions API of the {name} model"},
+        "info": {"title": name, "version": "1.0.0", "description": f"{collection.capitalize()} API of the {name} model"},
         "servers": [{"url": f"/{name}"}],
         "paths": {
-            "/predictions": {
+            f"/{collection}": {
                 "post": {
                     "summary": "Run a prediction", "operationId": "predict",
                     "parameters": _HEADERS, "requestBody": request_body("PredictionRequest"), "responses": _create_responses(),
                 }
             },
-            "/predictions/{prediction_id}": {
+            f"/{collection}/{{prediction_id}}": {
                 "put": {
                     "summary": "Run a prediction with your own id; the same id and input again answers the same prediction",
                     "operationId": "predictWithId",
@@ -128,7 +131,7 @@ def openapi(name: str, schema: ModelSchema) -> dict[str, Any]:
                     "responses": _create_responses(),
                 }
             },
-            "/predictions/{prediction_id}/cancel": {
+            f"/{collection}/{{prediction_id}}/cancel": {
                 "post": {
                     "summary": "Cancel a prediction; one that has ended is answered as it is", "operationId": "cancel",
                     "parameters": [prediction_id],

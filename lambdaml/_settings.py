@@ -17,6 +17,7 @@ from lambdaml._durations import parse_duration
 CONTROL_APP = "lambdaml-control"  # the always-on Serve application that keeps the prediction records
 SHUTDOWN_WAIT_S = 3600.0  # how long a stopping replica lets predictions finish when the model sets no timeout
 CANARY_SUFFIX = ".canary"  # a canary's Serve application is `{name}.canary`: no model name has a dot
+TRAINER_SUFFIX = "-train"  # a model's training function runs as the application `{name}-train` (Cog's name for it)
 RESERVED_NAMES = frozenset({"v1", "ui", CONTROL_APP})  # routes and names no model may take
 
 

@@ -49,6 +49,12 @@ class Manifest(BaseModel):
     # The model's OpenAPI document, so /v1 describes a version without loading its code (None in
     # artifacts made before it was kept). Derived from the code and spec, so not part of the version.
     openapi: dict[str, Any] | None = None
+    # A trained version: the URL of the weights its setup(weights=...) receives (a copy of the
+    # model's code with a training's output: lambdaml.serve.training).
+    weights: str | None = None
+    # A trainer (the `{name}-train` application of a model with a train function): the model
+    # its trainings make new versions of.
+    trains: str | None = None
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec.model_validate(self.spec, context={"stored": True})
@@ -76,6 +82,7 @@ def content_version(manifest: Manifest, code: bytes) -> str:
     digest = hashlib.sha256(for_hashing(code))
     excluded = {"version": True, "created_at": True, "code_sha256": True, "openapi": True,
                 "spec": {setting: True for setting in SETTINGS}}
+    excluded.update({field: True for field in ("weights", "trains") if getattr(manifest, field) is None})  # older versions keep their ids
     digest.update(manifest.model_dump_json(exclude=excluded).encode())
     return digest.hexdigest()[:20]
 

@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lambdaml import _cli_deploy, _cli_io, _cli_predictions, client, cluster, observe, predictions, tokens
-from lambdaml._settings import cluster_settings
+from lambdaml import _cli_deploy, _cli_io, _cli_predictions, client, cluster, observe, predictions, tokens, trainings
+from lambdaml._settings import TRAINER_SUFFIX, cluster_settings
 from lambdaml.cluster.head import auth_token_path
 from lambdaml.cluster.node_types import Simulation, publish, read_cluster_yaml
 from lambdaml.errors import ClusterError, InputError, LambdamlError
@@ -161,6 +161,31 @@ def predict(
         for path in saved:
             errors.print(f"Written {path}", highlight=False)
     _cli_predictions.report(prediction, console, errors, as_json, logs_shown=False)
+
+
+@command
+def train(
+    name: str = typer.Argument(..., help="The model's name (deployed with @model(train=...) or cog.yaml's train)."),
+    inputs: list[str] = typer.Option([], "-i", "--input", help="An input as key=value, or key=@file to send a file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole training as JSON."),
+    run_async: bool = typer.Option(False, "--async", help="Start it and print its id and URL, without waiting."),
+) -> None:
+    """Run the model's training function and wait for it (Ctrl-C cancels it). When it succeeds, the
+    model runs a new version whose setup(weights=...) gets the trained weights; `lambdaml versions NAME` lists it.
+
+    Example: `lambdaml train tuned -i greeting=hello`
+    """
+    values = _cli_io.parse_inputs(inputs, _openapi(name + TRAINER_SUFFIX)["components"]["schemas"]["Input"])
+    if run_async:
+        training = trainings.create(name, values, wait=False)
+        typer.echo(f"{training.id}\n{training.urls.get('get', '')}")
+        return
+    training = _cli_predictions.run_to_end(name, values, errors, start=trainings.create, what="training")
+    if training.status == "succeeded" and not as_json:
+        errors.print(f"{name} now runs version {training.output['version'].partition(':')[2]}, with the weights at "
+                     f"{training.output['weights']}", highlight=False)
+        return
+    _cli_predictions.report(training, console, errors, as_json, logs_shown=False)
 
 
 @predictions_app.command("ls", cls=_Command)

@@ -201,8 +201,10 @@ def submit(
     headers: dict[str, str],
     hold: float | None,
     prediction_id: str | None = None,
+    collection: str = "predictions",
 ) -> dict[str, Any]:
     """``POST {base}/{name}/predictions`` (``PUT .../{id}`` with an id): the record the server answers.
+    ``collection``: ``trainings``, for a trainer (``lambdaml.trainings``).
 
     ``hold`` is how long the server may hold the request (None: its default), so the
     read timeout never ends a hold early: hanging up would cancel a sync prediction.
@@ -211,7 +213,7 @@ def submit(
     """
     base = http_base_url()
     body = {**body, "input": _with_local_files(base, name, body.get("input") or {})}
-    url = f"{base}/{name}/predictions" + (f"/{prediction_id}" if prediction_id else "")
+    url = f"{base}/{name}/{collection}" + (f"/{prediction_id}" if prediction_id else "")
     timeout = (MAX_HOLD_S if hold is None else hold) + HOLD_SLACK_S
     patience = time.monotonic() + ROUTE_PATIENCE_S
     while True:

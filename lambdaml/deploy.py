@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from lambdaml import _forwarding, _installs, _secrets, cluster, cost
-from lambdaml._settings import CANARY_SUFFIX, CONTROL_APP, debug_enabled
+from lambdaml._settings import CANARY_SUFFIX, CONTROL_APP, TRAINER_SUFFIX, debug_enabled
 from lambdaml.app import build_with_fingerprint
 from lambdaml.cost import Estimate
 from lambdaml.placement import ClusterShape, Placement, check_fits, cluster_shape, place
@@ -74,7 +74,13 @@ def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Pr
     (``lambdaml.canary``: ``promote`` or ``drop`` it).
     """
     if canary is None:
-        return run_stored(*stage(model, settings, progress), wait, timeout, progress)
+        deployment = run_stored(*stage(model, settings, progress), wait, timeout, progress)
+        trainer = model.trainer()
+        if trainer is not None:  # on the model's hardware, from zero replicas: it starts with a training
+            hardware = {key: value for key, value in (settings or {}).items() if key in ("gpu", "cpu", "memory")}
+            progress("trainer", f"deploying {trainer.name}, which serves {model.name}'s trainings")
+            run_stored(*stage(trainer, hardware, progress), wait, timeout, progress)
+        return deployment
     from lambdaml import canary as canaries
 
     canaries.check_can_start(model.name, canary)
@@ -259,8 +265,9 @@ def run_stored(
         progress("route", f"waiting for {info.http_url}/{spec.name} to answer")
         _wait_for_route(info.http_url, spec.name, deadline, spec.min > 0)
     store.record_deploy(spec.name, manifest.version, settings)
-    cluster.call_app(CONTROL_APP, "register_model", spec.name, manifest.version, manifest.created_at,
-                     spec.visibility, manifest.openapi)  # what /v1/models shows
+    if manifest.trains is None:  # a trainer is reached through its model's /v1 routes, not listed as a model
+        cluster.call_app(CONTROL_APP, "register_model", spec.name, manifest.version, manifest.created_at,
+                         spec.visibility, manifest.openapi)  # what /v1/models shows
     return Deployment(spec.name, f"{info.http_url}/{spec.name}", manifest.version, info.dashboard_url)
 
 
@@ -365,5 +372,9 @@ def delete(name: str) -> None:
     canary.remove(name)
     cluster.forget_handle(name)
     serve.delete(name)
-    store_for(info).record_delete(name)  # so that `lambdaml up` does not bring it back
+    store = store_for(info)
+    store.record_delete(name)  # so that `lambdaml up` does not bring it back
     cluster.call_app(CONTROL_APP, "forget_model", name)
+    if name + TRAINER_SUFFIX in serve.status().applications:  # its trainer goes with it
+        serve.delete(name + TRAINER_SUFFIX)
+        store.record_delete(name + TRAINER_SUFFIX)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar, overload
 
 from lambdaml._openapi import openapi
 from lambdaml.schema import ModelSchema, Prediction, describe, predict_callable, resolve_defaults, type_hints
+from lambdaml._settings import TRAINER_SUFFIX
 from lambdaml.spec import ModelSpec, build_spec, kebab_case
 
 if TYPE_CHECKING:
@@ -29,10 +30,13 @@ class Model:
     instance). ``deploy()`` puts it on the cluster, ``remote()`` runs it there.
     """
 
-    def __init__(self, target: Any, spec: ModelSpec):
+    trains: str | None = None  # set on a trainer (``trainer()``): the model its trainings make versions of
+
+    def __init__(self, target: Any, spec: ModelSpec, train: Callable[..., Any] | None = None):
         functools.update_wrapper(self, target, updated=())
         self.target = target
         self.spec = spec
+        self.train = train  # @model(train=fn): deployed as its own application, ``trainer()``
 
     @property
     def name(self) -> str:
@@ -52,12 +56,24 @@ class Model:
         # strings naming globals that code shipped by value does not carry.
         state = dict(self.__dict__)
         state.pop("schema", None)
+        state.pop("train", None)  # the trainer is an artifact of its own (``trainer()``), not part of this one
         state["_type_hints"] = type_hints(predict_callable(self.target))
         return state
 
     def with_spec(self, spec: ModelSpec) -> "Model":
         """The same model with another spec (the package stage ships it without its settings)."""
-        return Model(self.target, spec)
+        return Model(self.target, spec, self.train)
+
+    def trainer(self) -> "Model | None":
+        """The model's training function as a model of its own, ``{name}-train`` (None without one).
+
+        Its predictions are trainings: its application serves ``POST /{name}-train/trainings``,
+        and each training that succeeds makes a new version of this model whose
+        ``setup(weights=...)`` receives the trained weights (``lambdaml.serve.training``).
+        """
+        if self.train is None:
+            return None
+        return as_trainer(Model(self.train, self.spec), self.name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.is_class:
@@ -69,7 +85,7 @@ class Model:
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI document this model serves at ``/{name}/openapi.json``."""
-        return openapi(self.name, self.schema)
+        return openapi(self.name, self.schema, "predictions" if self.trains is None else "trainings")
 
     def deploy(self, wait: bool = True, timeout: float = 300.0, canary: float | None = None,
                **settings: Any) -> "Deployment":
@@ -121,6 +137,16 @@ class Model:
         delete(self.name)
 
 
+def as_trainer(model: Model, trains: str) -> Model:
+    """``model`` (the training function of ``trains``) with a trainer's spec: the same hardware, one at a time, from zero."""
+    changes = {"name": trains + TRAINER_SUFFIX, "min": 0, "max": 1, "concurrency": 1, "max_concurrency": None, "batch": None,
+               "timeout": None}  # a training takes what it takes: cancel it, or give it a Cancel-After
+    model = model.with_spec(build_spec(**{**model.spec.model_dump(), **changes}, _title=f"Invalid trainer of {trains!r}",
+                                       _stored=True))
+    model.trains = trains
+    return model
+
+
 @overload
 def model(target: T, /) -> Model: ...
 
@@ -148,6 +174,7 @@ def model(
     output_url: str | None = None,
     batch: int | dict[str, float] | None = None,
     visibility: Literal["private", "public"] = "private",
+    train: Callable[..., Any] | None = None,
 ) -> Callable[[Any], Model]: ...
 
 
@@ -157,19 +184,24 @@ def model(target: Any = None, /, **params: Any) -> Any:
     ``@model`` or ``@model(name=..., gpu="A100", cpu=1, memory="8Gi", min=0, max=10,
     concurrency=1, max_concurrency=None, queue=64, scaledown_after=60, timeout=None,
     packages=None, requirements=None, env=None, secrets=None, output_url=None, batch=None,
-    visibility="private")``.
+    visibility="private", train=None)``.
 
     Without ``packages`` or ``requirements``, the third-party packages the code
-    imports are detected and pinned to the versions installed here.
+    imports are detected and pinned to the versions installed here. ``train``: a function
+    whose typed inputs are a training's and which returns the trained weights as a ``Path``;
+    deploy runs it as ``{name}-train`` (``Model.trainer``, docs/training.md).
     """
 
     params = {key: value for key, value in params.items() if value is not None}  # None means "the default"
+    train = params.pop("train", None)
+    if train is not None and not callable(train):
+        raise TypeError(f"@model(train=...) takes the training function, not {train!r}")
 
     def decorate(obj: Any) -> Model:
         if isinstance(obj, Model):
             obj = obj.target
         if not callable(obj):
             raise TypeError(f"@model decorates a function or a class, not {obj!r}")
-        return Model(obj, build_spec(**{"name": kebab_case(obj.__name__), **params}))
+        return Model(obj, build_spec(**{"name": kebab_case(obj.__name__), **params}), train)
 
     return decorate(target) if target is not None else decorate

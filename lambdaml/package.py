@@ -69,5 +69,6 @@ def build(model: Model, secrets: dict[str, str]) -> tuple[Manifest, bytes]:
         spec=model.spec.model_dump(mode="json"),
         requirements=requirements_for(model.spec, scan),
         openapi=model.openapi(),
+        trains=model.trains,
     )
     return manifest, code

@@ -205,3 +205,23 @@ def test_the_safety_checks_run_on_a_cog_project(deployed):
     code, output = cli("check", str(EXAMPLES / "tuned"))  # lint, compatibility with the live version, fuzzing
     assert code == 0, output
     assert "fuzz" in output and "FAIL" not in output
+
+
+def test_a_cog_training_makes_a_version_whose_setup_gets_the_weights(deployed):
+    urls, outputs = deployed
+    trainer = urls["tuned"] + "-train"
+    assert f"POST {trainer}/trainings" in outputs.replace("\n", "")  # deploy said where trainings go
+    document = httpx.get(f"{trainer}/openapi.json", timeout=60).json()
+    assert "/trainings" in document["paths"] and "greeting" in document["components"]["schemas"]["Input"]["properties"]
+    answer = httpx.post(f"{trainer}/trainings", json={"input": {"greeting": "ahoy"}}, headers={"Prefer": "wait"}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    training = answer.json()
+    assert training["status"] == "succeeded", training["error"]
+    owner_name, _, version = training["output"]["version"].partition(":")
+    assert owner_name == "lambdaml/tuned" and training["output"]["weights"].endswith("/greeting.txt")
+    until = time.monotonic() + 60
+    while (prediction := post(urls["tuned"], {"input": {"name": "bo"}}).json())["version"] != version:
+        assert time.monotonic() < until, prediction
+        time.sleep(0.2)
+    assert prediction["output"] == "ahoy, bo"  # the predictor's setup(weights) got the training's file
+    assert httpx.post(f"{trainer}/trainings/no-such-training/cancel", timeout=10).status_code == 404

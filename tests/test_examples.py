@@ -28,6 +28,7 @@ def test_all_examples_are_covered():
     examples = {p.name for p in EXAMPLES.iterdir() if p.suffix in (".py", ".ipynb")}
     assert examples == {
         "hello.py", "echo_class.py", "grayscale.py", "quickstart.ipynb", "stream_text.py", "torch_batch.py",
+        "tuned_greeter.py",
     }
 
 
@@ -38,6 +39,7 @@ def test_all_examples_are_covered():
         ("echo_class.py", "echo", ["echo: HI THERE", "succeeded", "echoing 9 characters"]),
         ("stream_text.py", "stream-text", ["streamed: Once ", "text/event-stream"]),
         ("torch_batch.py", "torch-classifier", ["first result: {'label':", "'device': 'cpu'", "largest batch seen:"]),
+        ("tuned_greeter.py", "greeter", ["before: hello, ada", "training: succeeded", "after: hey, ada"]),
     ],
 )
 def test_example_runs(cluster, example, app, expected):

@@ -164,11 +164,18 @@ def stop_handle_loop(timeout_s: float = 2.0) -> None:
     loop = SingletonThreadRouter._asyncio_loop
     if loop is None:
         return
+    # A controller update that arrives after this makes Serve's long-poll client log an ERROR that
+    # the loop is not running (``long_poll.py``, ``_schedule_to_event_loop``): we stopped it on purpose.
+    logging.getLogger("ray.serve").addFilter(_stopped_on_purpose)
     loop.call_soon_threadsafe(loop.stop)
     deadline = time.monotonic() + timeout_s
     while loop.is_running() and time.monotonic() < deadline:
         time.sleep(0.01)
     SingletonThreadRouter._asyncio_loop = None
+
+
+def _stopped_on_purpose(record: logging.LogRecord) -> bool:
+    return "Bound asyncio event loop is not running" not in record.getMessage()
 
 
 _LOST = (

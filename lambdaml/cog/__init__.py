@@ -24,7 +24,7 @@ from lambdaml.cog import interface as _interface
 from lambdaml.cog.project import CogProject, Ref, find_root, read
 from lambdaml.cog.runner import runner_class
 from lambdaml.errors import ConfigError, code_error
-from lambdaml.model import Model
+from lambdaml.model import Model, as_trainer
 from lambdaml.schema import ModelSchema, describe
 from lambdaml.spec import ModelSpec, build_spec
 
@@ -35,8 +35,9 @@ class CogModel(Model):
     """A Cog project as a lambdaml model. It pickles as its files and interface, never as the predictor's code."""
 
     def __init__(self, archive: bytes, ref: Ref, interface: _interface.CogInterface, spec: ModelSpec,
-                 upload_url: str | None = None):
+                 upload_url: str | None = None, train: tuple[Ref, _interface.CogInterface] | None = None):
         self._cog = (archive, ref, interface, upload_url)
+        self._train = train  # cog.yaml's train: its reference and interface (``trainer``)
         self.notes: list[str] = []  # what deploy says about the project (the Python version it asked for)
         super().__init__(runner_class(spec.name, archive, ref, interface, upload_url), spec)
 
@@ -51,7 +52,14 @@ class CogModel(Model):
 
     def with_spec(self, spec: ModelSpec) -> "CogModel":
         archive, ref, interface, upload_url = self._cog
-        return CogModel(archive, ref, interface, spec, upload_url)
+        return CogModel(archive, ref, interface, spec, upload_url, self._train)
+
+    def trainer(self) -> "CogModel | None":
+        """cog.yaml's ``train`` function as the model ``{name}-train`` (``Model.trainer``)."""
+        if self._train is None:
+            return None
+        archive, _, _, _ = self._cog
+        return as_trainer(CogModel(archive, *self._train, self.spec), self.name)
 
 
 @contextlib.contextmanager
@@ -148,6 +156,7 @@ def load(target: str | os.PathLike, name: str | None = None, upload_url: str | N
                       **{"name": name or project.default_name, **project.model_params()})
     archive = project.archive()
     interface = _inspect(project, archive, project.predict, "predict")
-    model = CogModel(archive, project.predict, interface, spec, upload_url)
+    train = None if project.train is None else (project.train, _inspect(project, archive, project.train, "train"))
+    model = CogModel(archive, project.predict, interface, spec, upload_url, train)
     model.notes += [note for note in [project.python_note()] if note]
     return model

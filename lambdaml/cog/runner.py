@@ -113,7 +113,8 @@ class CogRunner:
     _interface: CogInterface
     _upload_url: str | None
 
-    def setup(self) -> None:
+    def setup(self, weights: pathlib.Path | None = None) -> None:
+        """``weights``: a trained version's (``lambdaml.serve.training``); else Cog's own sources (``_weights``)."""
         root = pathlib.Path(tempfile.mkdtemp(prefix="lambdaml-cog-"))
         with zipfile.ZipFile(io.BytesIO(self._archive)) as archive:
             archive.extractall(root)
@@ -128,7 +129,7 @@ class CogRunner:
             return
         predictor = target()
         if hasattr(predictor, "setup"):
-            arguments = {"weights": _weights()} if self._interface.setup_takes_weights else {}
+            arguments = {"weights": _weights(weights)} if self._interface.setup_takes_weights else {}
             _run_to_end(predictor.setup(**arguments))
         self._call = getattr(predictor, self._interface.method)
 
@@ -162,12 +163,15 @@ async def _awaited(result: Any) -> Any:
     return await result
 
 
-def _weights() -> Any:
-    """Cog's ``setup(weights=...)``: ``COG_WEIGHTS`` (a URL, fetched once per node), else ``./weights`` if present."""
+def _weights(trained: pathlib.Path | None) -> Any:
+    """Cog's ``setup(weights=...)``: a trained version's, else ``COG_WEIGHTS`` (a URL, fetched once per
+    node), else ``./weights`` if present."""
     import cog
 
     from lambdaml._weights import cached
 
+    if trained is not None:
+        return cog.Path(trained)
     url = os.environ.get("COG_WEIGHTS")
     if url:
         return cog.Path(cached(url) if "://" in url else url)

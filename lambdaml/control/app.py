@@ -192,6 +192,8 @@ class ControlServer:
         if method == "POST" and (parts == ["predictions"] or (len(parts) == 4 and parts[0] in ("models", "deployments")
                                                              and parts[3] == "predictions")):
             return await self.forwarder.create(request, caller, *parts[1:3])
+        if method == "POST" and len(parts) == 6 and parts[0] == "models" and parts[3:6:2] == ["versions", "trainings"]:
+            return await self.forwarder.create(request, caller, parts[1], parts[2], training_of=parts[4])
         if parts[0] == "models" and method == "GET":
             return await self._models(request, parts[1:], caller)
         if caller is ANONYMOUS:
@@ -210,6 +212,11 @@ class ControlServer:
                 return await self._cancel(parts[1], caller) if method == "POST" else method_not_allowed(method, ROUTE + path, "POST")
             if len(parts) == 3 and parts[2] == "stream":
                 return await self._stream(parts[1], caller) if method == "GET" else method_not_allowed(method, ROUTE + path, "GET")
+        if parts[0] == "trainings" and len(parts) in (2, 3):  # a training is a record of its model's trainer
+            if len(parts) == 2:
+                return await self._get(parts[1], caller, True) if method == "GET" else method_not_allowed(method, ROUTE + path, "GET")
+            if parts[2] == "cancel":
+                return await self._cancel(parts[1], caller, True) if method == "POST" else method_not_allowed(method, ROUTE + path, "POST")
         if parts[0] == "files":
             return await self.files.handle(request, caller, parts)
         if parts == ["webhooks", "default", "secret"]:
@@ -221,7 +228,8 @@ class ControlServer:
         return error_response(
             404, "Not found",
             f"No route {ROUTE}{path}. /v1 serves GET /v1/predictions, GET /v1/predictions/{{id}}, "
-            "POST /v1/predictions/{id}/cancel, GET /v1/predictions/{id}/stream, GET /v1/webhooks/default/secret, "
+            "POST /v1/predictions/{id}/cancel, GET /v1/predictions/{id}/stream, GET /v1/trainings/{id}, "
+            "POST /v1/trainings/{id}/cancel, GET /v1/webhooks/default/secret, "
             "GET /v1/models, GET /v1/models/lambdaml/{name}, GET /v1/models/lambdaml/{name}/versions[/{id}], "
             "POST /v1/files and GET or DELETE /v1/files/{id}",
         )
@@ -255,18 +263,26 @@ class ControlServer:
         rows = await asyncio.to_thread(self.catalog.versions, name, version)
         return rows[0] if rows else None
 
-    async def _owned(self, prediction_id: str, caller: Caller) -> dict[str, Any] | None:
-        """The record if this caller may see it (its own, or any for an admin): another's is as good as absent."""
+    async def _owned(self, prediction_id: str, caller: Caller, training: bool = False) -> dict[str, Any] | None:
+        """The record if this caller may see it (its own, or any for an admin): another's is as good as absent,
+        as is a training's at a prediction's URL and the other way round."""
         found = await asyncio.to_thread(self.records.find, prediction_id)
-        return found[0] if found is not None and caller.owns(found[1]) else None
+        if found is None or not caller.owns(found[1]) or v1.is_training(found[0]) != training:
+            return None
+        return found[0]
 
-    async def _get(self, prediction_id: str, caller: Caller) -> Response:
-        record = await self._owned(prediction_id, caller)
-        return _not_found(prediction_id) if record is None else json_response(v1.prediction_json(record, self.url_keys))
+    def _shown(self, record: dict[str, Any] | None, prediction_id: str, training: bool) -> Response:
+        if record is None:
+            what = "training" if training else "prediction"
+            return error_response(404, "Not found", f"No {what} with id {prediction_id!r}.")
+        return json_response((v1.training_json if training else v1.prediction_json)(record, self.url_keys))
 
-    async def _cancel(self, prediction_id: str, caller: Caller) -> Response:
-        record = await self._owned(prediction_id, caller) and await self.cancel(prediction_id)
-        return _not_found(prediction_id) if record is None else json_response(v1.prediction_json(record, self.url_keys))
+    async def _get(self, prediction_id: str, caller: Caller, training: bool = False) -> Response:
+        return self._shown(await self._owned(prediction_id, caller, training), prediction_id, training)
+
+    async def _cancel(self, prediction_id: str, caller: Caller, training: bool = False) -> Response:
+        record = await self._owned(prediction_id, caller, training) and await self.cancel(prediction_id)
+        return self._shown(record, prediction_id, training)
 
     async def _list(self, request: Request, caller: Caller) -> Response:
         query = request.query_params

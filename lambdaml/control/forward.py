@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lambdaml._http import BodyTooLarge, base_url, error_response, invalid_response, json_response, read_body, too_large_response
-from lambdaml._settings import max_request_bytes
+from lambdaml._settings import TRAINER_SUFFIX, max_request_bytes
 from lambdaml.control import v1
 from lambdaml.control.auth import ANONYMOUS, Caller, UrlKeys, unauthorized
 from lambdaml.control.catalog import Catalog
@@ -43,14 +43,21 @@ class Forwarder:
         """A model was deployed or deleted here: the next create reads the catalog again."""
         self._running = (0.0, {})
 
-    async def create(self, request: Request, caller: Caller, owner: str | None = None, name: str | None = None) -> Response:
-        """A new prediction of ``owner/name``, or (both None) of the model ``version`` in the body names."""
+    async def create(self, request: Request, caller: Caller, owner: str | None = None, name: str | None = None,
+                     training_of: str | None = None) -> Response:
+        """A new prediction of ``owner/name``, or (both None) of the model ``version`` in the body names.
+
+        ``training_of``: a version id; a training of that version of ``owner/name`` instead, run by
+        the model's trainer application (``POST /v1/models/{owner}/{name}/versions/{id}/trainings``).
+        """
         headers = dict(request.scope["headers"])
         try:
             raw = await read_body(request, headers.get(b"content-length"), self._max_body)
             body, version = v1.request_body(raw, takes_version=name is None)
             prefer = v1.wait_preference(headers.get(b"prefer"))
-            version_id = None
+            version_id = training_of
+            if training_of is not None:
+                v1.destination(body, name or "")
             if version is not None:
                 name, version_id = v1.parse_version(version)
             elif owner is not None and v1.model_name(owner, name or "") is None:
@@ -75,14 +82,17 @@ class Forwarder:
                 return invalid_response(exc)
         forwarded = {**headers, b"prefer": prefer}
         forwarded.pop(b"accept", None)  # streams are read from urls.stream
+        app = model["name"] + (TRAINER_SUFFIX if training_of is not None else "")
         try:
-            status, answer = await self._handle(model["name"]).create_forwarded.remote(json.dumps(body).encode(), forwarded, caller)
-        except Exception as exc:  # the model's application is being replaced or deleted
-            return error_response(503, "Model unavailable", f"{v1.OWNER}/{model['name']} cannot take predictions now: {exc}",
+            status, answer = await self._handle(app).create_forwarded.remote(json.dumps(body).encode(), forwarded, caller)
+        except Exception as exc:  # the model's application is being replaced or deleted (or has no trainer)
+            what = "trainings (is it deployed with a training function?)" if training_of is not None else "predictions"
+            return error_response(503, "Model unavailable", f"{v1.OWNER}/{model['name']} cannot take {what} now: {exc}",
                                   {"Retry-After": "1"})
         if status not in (200, 202):
             return Response(answer, status, media_type="application/json")  # lambdaml's error, in Replicate's shape
-        return json_response(v1.prediction_json(json.loads(answer), self._keys, created=True), 201)
+        shape = v1.training_json if training_of is not None else v1.prediction_json
+        return json_response(shape(json.loads(answer), self._keys, created=True), 201)
 
     async def _model(self, name: str | None, version_id: str | None) -> dict[str, Any] | None:
         """The running model of that name, or the one running that version.

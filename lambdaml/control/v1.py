@@ -20,6 +20,7 @@ from typing import Any
 from starlette.responses import Response
 
 from lambdaml._http import error_response, hold_seconds, json_response
+from lambdaml._settings import TRAINER_SUFFIX
 from lambdaml.control.auth import UrlKeys
 from lambdaml.errors import InputError
 from lambdaml.serve.tracker import FINAL
@@ -158,3 +159,27 @@ def prediction_json(record: dict[str, Any], keys: UrlKeys, created: bool = False
     if created and shown.get("status") not in FINAL:
         shown["status"] = "starting"
     return shown
+
+
+def training_json(record: dict[str, Any], keys: UrlKeys, created: bool = False) -> dict[str, Any]:
+    """A training (a record of a model's ``{name}-train`` application) as Replicate shows one: ``model``
+    and ``destination`` are the trained model, ``lambdaml/{name}``; ``output`` is ``{version, weights}``."""
+    shown = prediction_json(record, keys, created)
+    model = f"{OWNER}/{(record.get('model') or '').removesuffix(TRAINER_SUFFIX)}"
+    return {**shown, "model": model, "destination": model}
+
+
+def is_training(record: dict[str, Any]) -> bool:
+    """Whether a record is a training's: its own URL says so (``lambdaml.serve.server`` gives trainings theirs)."""
+    return "/v1/trainings/" in ((record.get("urls") or {}).get("get") or "")
+
+
+def destination(body: dict[str, Any], name: str) -> None:
+    """A training's ``destination``: the model itself (lambdaml trains a model into a new version of its own)."""
+    given = body.pop("destination", None)
+    if given not in (None, f"{OWNER}/{name}"):
+        raise InputError(
+            f"`destination` {given!r}: a training here makes a new version of the model it trains, so the "
+            f"destination is {OWNER}/{name} (training into another model is not supported).",
+            [{"field": "destination", "message": f"must be {OWNER}/{name}"}],
+        )

@@ -57,6 +57,16 @@ def _error_message(exc: BaseException, debug: bool) -> str:
     return message
 
 
+def _setup_arguments(setup: Callable[..., Any], weights: str | None) -> dict[str, Any]:
+    """``setup(weights=...)``, as Cog has it: a local copy of a trained version's weights (fetched once
+    per node, ``lambdaml.files.cached``), or None for a version no training made."""
+    if "weights" not in inspect.signature(setup).parameters:
+        return {}
+    from lambdaml._weights import cached
+
+    return {"weights": cached(weights) if weights else None}
+
+
 class ModelRuntime:
     """One replica's model: set up once, then predict many times."""
 
@@ -67,6 +77,8 @@ class ModelRuntime:
         masked: list[str] = (),
         metrics: NoMetrics | None = None,
         batcher: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
+        weights: str | None = None,
+        outputs: str | None = None,
     ):
         log_capture.install()
         log_capture.mask_everywhere(list(masked))
@@ -86,7 +98,7 @@ class ModelRuntime:
                 if model.is_class:
                     self._instance = model.target()
                     if hasattr(self._instance, "setup"):
-                        self._instance.setup()
+                        self._instance.setup(**_setup_arguments(self._instance.setup, weights))
                     self._predict = self._instance.predict
             except Exception as exc:
                 self._setup.update(status="failed", error=_error_message(exc, debug))
@@ -95,7 +107,7 @@ class ModelRuntime:
         self._threads = SyncRunner(f"{self.spec.name}-predict")
         self._cancel_grace = cancel_grace()
         self.stuck: str | None = None  # why this replica must be replaced (see _until_stopped)
-        self._output_location = output_location(self.spec.output_url)
+        self._output_location = outputs or output_location(self.spec.output_url)  # a trainer's: beside the artifacts
         self._input_locations = input_locations(self._output_location)  # for s3:// and gs:// inputs
         self._gpu = GpuMemory()  # after setup(), which is where torch gets imported
 

@@ -32,7 +32,7 @@ from lambdaml._http import (
 from lambdaml.serve.canary import CanaryRouter
 from lambdaml.serve.presence import Presence
 from lambdaml.serve.log_capture import flush_serve_logs, flush_serve_logs_every
-from lambdaml._settings import CONTROL_APP, SHUTDOWN_WAIT_S, cancel_grace, max_request_bytes, sync_wait
+from lambdaml._settings import CONTROL_APP, SHUTDOWN_WAIT_S, TRAINER_SUFFIX, cancel_grace, max_request_bytes, sync_wait
 from lambdaml.serve.streams import sse
 from lambdaml.artifacts import load_code, load_manifest
 from lambdaml._forwarding import sensitive_values
@@ -41,7 +41,9 @@ from lambdaml.serve.metrics import ModelMetrics
 from lambdaml.package import unpack
 from lambdaml.serve.runtime import ModelRuntime
 from lambdaml.serve.tracker import CALLER_WENT_AWAY, CANCELED_BY_CALLER, FINAL, SHUT_DOWN, Flight, Tracker
-from lambdaml.control.auth import ANONYMOUS, OPEN, Caller, published_watcher, unauthorized
+from lambdaml.control.auth import ANONYMOUS, OPEN, Caller, forbidden, published_watcher, unauthorized
+from lambdaml.serve import training
+from lambdaml.serve.training import Trainer, weights_location
 from lambdaml._openapi import openapi
 from lambdaml.schema import ID_RULE, PREDICTION_ID
 
@@ -94,11 +96,17 @@ class ModelServer:
         model = unpack(load_code(artifact, manifest))
         model.spec = spec
         self.runtime = ModelRuntime(
-            model, debug=debug, masked=masked, metrics=ModelMetrics(spec.name, manifest.version, price_per_hour), batcher=batcher
+            model, debug=debug, masked=masked, metrics=ModelMetrics(spec.name, manifest.version, price_per_hour), batcher=batcher,
+            weights=manifest.weights, outputs=weights_location(artifact, manifest.trains) if manifest.trains else None,
         )
         self.name = spec.name
+        # A trainer (lambdaml.serve.training) serves Cog's /trainings routes; its successes become versions.
+        self.trainer = None if manifest.trains is None else Trainer(
+            artifact, manifest.trains, environment or {}, debug, price_per_hour, self._control_call)
+        self._collection, self._kind = ("/trainings", "trainings") if self.trainer else ("/predictions", "predictions")
+        self._handles: dict[str, Any] = {}  # the trainer's, for POST /{name}/trainings
+        self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema, self._kind))
         self._cog = self.runtime.schema.cog_output is not None  # a Cog model answers a 422 as Cog does
-        self._openapi = to_json(openapi(self.runtime.spec.name, self.runtime.schema))
         self._sync_wait = sync_wait()
         self._max_body = max_request_bytes()
         self._capacity = spec.running_limit + spec.queue  # predictions held at once; past it a 503
@@ -126,12 +134,13 @@ class ModelServer:
         caller = await self.auth.check(headers.get(b"authorization"), self._public)
         if isinstance(caller, Response):
             return caller
-        if path == "/predictions":
+        collection = self._collection
+        if path == collection:
             if method == "POST":
                 return await self._http_create(request, headers, caller)
             return method_not_allowed(method, path, "POST")
-        if path.startswith("/predictions/"):
-            prediction_id, _, action = path.removeprefix("/predictions/").partition("/")
+        if path.startswith(collection + "/"):
+            prediction_id, _, action = path.removeprefix(collection + "/").partition("/")
             if action == "cancel":
                 if method != "POST":
                     return method_not_allowed(method, path, "POST")
@@ -142,22 +151,28 @@ class ModelServer:
                 return await self._http_create(request, headers, caller, prediction_id)
         if path == "/openapi.json":
             return Response(self._openapi, media_type="application/json") if method == "GET" else method_not_allowed(method, path, "GET")
+        if path == "/trainings" and method == "POST":  # a model's trainings run in its trainer application
+            return await self._http_create(request, headers, caller, forward=TRAINER_SUFFIX)
         return error_response(
             404, "Not found",
-            f"No route {path}. This model serves POST /predictions, PUT /predictions/{{id}}, "
-            "POST /predictions/{id}/cancel, GET /health-check and GET /openapi.json",
+            f"No route {path}. This model serves POST {collection}, PUT {collection}/{{id}}, "
+            f"POST {collection}/{{id}}/cancel, GET /health-check and GET /openapi.json",
         )
 
     # ------------------------------------------------------------------ creating predictions
 
     async def _http_create(
-        self, request: Request, headers: dict[bytes, bytes], caller: Caller, path_id: str | None = None
+        self, request: Request, headers: dict[bytes, bytes], caller: Caller, path_id: str | None = None,
+        forward: str | None = None,
     ) -> Response:
-        """``POST /predictions`` and ``PUT /predictions/{id}``: hold the caller up to the hold, else 202."""
+        """``POST /predictions`` and ``PUT /predictions/{id}``: hold the caller up to the hold, else 202.
+        ``forward``: hand it to the application ``{name}{forward}`` instead (a model's trainer)."""
         try:
             raw = await read_body(request, headers.get(b"content-length"), self._max_body)
         except BodyTooLarge as exc:
             return too_large_response(exc, self._max_body)
+        if forward is not None:
+            return await training.forward(self.name + forward, raw, headers, caller, self._handles)
         if self.canary.share and path_id is None and self.canary.chosen(headers):  # lambdaml.serve.canary
             answer = await self.canary.forward(raw, headers, caller)
             if answer is not None:
@@ -183,6 +198,8 @@ class ModelServer:
                 _check_webhook(body.webhook)
         except InputError as exc:
             return invalid_response(exc, self._cog)
+        if self.trainer and not caller.admin:
+            return forbidden("Training a model (it changes the version the model runs)")
         if self.tracker.doomed:  # a predict that will not stop holds the slot: another replica must take it
             return error_response(503, "Replica being replaced", "This replica is being replaced; try again.", {"Retry-After": "1"})
         input_hash = _input_hash(body.input) if prediction_id is not None else ""
@@ -238,7 +255,8 @@ class ModelServer:
     ) -> Flight:
         """Hold a new prediction and start it as a task of its own (the caller may be told 202 while it runs)."""
         prediction_id = prediction_id or secrets.token_hex(16)
-        urls = {"get": f"{base}/v1/predictions/{prediction_id}", "cancel": f"{base}/v1/predictions/{prediction_id}/cancel"}
+        kind = self._kind
+        urls = {"get": f"{base}/v1/{kind}/{prediction_id}", "cancel": f"{base}/v1/{kind}/{prediction_id}/cancel"}
         if self.runtime.schema.streaming:
             urls["stream"] = f"{base}/v1/predictions/{prediction_id}/stream"
         record = {
@@ -280,6 +298,8 @@ class ModelServer:
         except Exception as exc:  # a bug of ours: the prediction still ends in a record
             prediction = {"status": "failed", "error": f"lambdaml could not run the prediction: {exc!r}",
                           "completed_at": _clock.now()}
+        if self.trainer:
+            prediction = await self.trainer.finish(prediction)
         self._end(flight, {**flight.record, **prediction})
 
     def _end(self, flight: Flight, record: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 import httpx
 
 from lambdaml._file_basics import (
@@ -194,6 +195,8 @@ def _deliver(path: pathlib.Path, key: str, location: str | None) -> str:
     url = f"{location}/{key}/{path.name}"
     fs, remote = fsspec.core.url_to_fs(url)
     try:
+        if isinstance(fs, LocalFileSystem):  # a local folder (a trainer's weights beside local artifacts) has folders
+            fs.makedirs(fs._parent(remote), exist_ok=True)
         fs.put_file(str(path), remote)
     except OSError as exc:
         raise OutputError(f"could not upload {path.name} to {url}: {exc}") from None
