@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lambdaml import _cli_deploy, _cli_io, _cli_predictions, client, cluster, observe, predictions, tokens, trainings
+from lambdaml import _cli_deploy, _cli_io, _cli_observe, _cli_predictions, client, cluster, observe, predictions, tokens, trainings
 from lambdaml._settings import TRAINER_SUFFIX, cluster_settings
 from lambdaml.cluster.head import auth_token_path
 from lambdaml.cluster.node_types import Simulation, publish, read_cluster_yaml
@@ -329,6 +329,7 @@ def status(name: str = typer.Argument(..., help="The model's name.")) -> None:
         table.add_row(replica.id, replica.state, replica.node_ip or "-", str(replica.pid or "-"))
     console.print(table if model.replicas else "No replicas (scaled to zero; the next request starts one).")
     _cli_deploy.print_canary(name)
+    _cli_observe.print_figures(name)
     for reason in report["pending"]:
         console.print(f"[yellow]Pending:[/] {reason}", highlight=False)
     for error in report["errors"]:
@@ -470,6 +471,9 @@ def down() -> None:
     Example: `lambdaml down`
     """
     console.print("Local cluster stopped." if cluster.shutdown() else "No local cluster was running.")
+
+
+command(_cli_observe.ui)
 
 
 @command

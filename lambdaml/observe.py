@@ -2,8 +2,9 @@
 
 Everything here reads Ray's public interfaces: the dashboard's Serve REST API
 (``/api/serve/applications/``, the same data as the dashboard's Serve view),
-Ray's state API for logs, and the artifact store for versions. The CLI's
-``ls``, ``status`` and ``logs`` commands print what these functions return.
+Ray's state API for logs, the artifact store for versions, and the records (through the control
+application) for figures over time. The CLI's ``ls``, ``status`` and ``logs`` commands print what
+these functions return.
 """
 
 from __future__ import annotations
@@ -183,6 +184,12 @@ def status(name: str) -> dict[str, Any]:
             errors.append(f"setup() failed: {health['setup']['error']}")
         errors += [f"{e['at']} prediction {e['id']}: {e['error']}" for e in health.get("recent_errors", [])]
     return {"model": model, "pending": pending, "errors": errors}
+
+
+def figures(name: str, window: str = "1h") -> dict[str, Any]:
+    """The model's figures over ``window`` (``1h`` or ``24h``) from its records: what its page's monitoring
+    panel draws (``lambdaml.control.stats.model_series``: per-bucket ``points`` and ``totals``)."""
+    return cluster.call_app(CONTROL_APP, "model_series", name, window, timeout_s=30)
 
 
 STOPPED_REPLICAS_SHOWN = 3  # with none running, `logs` shows the replicas that stopped last

@@ -216,3 +216,21 @@ def tokens_on(base: str, probe: str):
             if row["revoked_at"] is None:
                 tokens.revoke(row["id"], open_api=True)
         wait_until(lambda: answer() == 200, "the API did not open again after the last token was revoked")
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package: Playwright's own browser download is not reachable here
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's) driven by Playwright, one for the session."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), "the page tests need Debian's chromium: apt-get install chromium (.ci/run installs it)"
+    with sync_playwright() as playwright:
+        # Without the background-networking flags Chromium keeps trying hosts this loopback-only machine cannot reach.
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        yield launched
+        launched.close()

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lambdaml.cluster.node_types import Simulation
-from lambdaml._settings import ClusterSettings, cluster_settings, signing_key_file
+from lambdaml._settings import CONTROL_APP, ClusterSettings, cluster_settings, signing_key_file
 from lambdaml.errors import ClusterError
 
 _STATE_FILE = "lambdaml-cluster.json"
@@ -336,7 +336,7 @@ def _wait_for_port(process: subprocess.Popen, port: int, log_path: Path, what: s
 
 
 def _wait_for_records_route(process: subprocess.Popen, settings: ClusterSettings, log_path: Path) -> None:
-    """The keeper starts the records API (``/v1``): the cluster is up once the ingress routes it."""
+    """The keeper starts the control application (``/v1``, ``/ui``, at ``/``): the cluster is up once the ingress routes it."""
     import httpx
 
     deadline = time.monotonic() + _START_TIMEOUT_S
@@ -345,7 +345,7 @@ def _wait_for_records_route(process: subprocess.Popen, settings: ClusterSettings
             tail = log_path.read_text(errors="replace")[-2000:]
             raise ClusterError(f"the cluster's keeper exited while starting. The log ({log_path}) ends with:\n{tail}")
         try:
-            if "/v1" in httpx.get(f"{settings.http_url}/-/routes", timeout=5).json():
+            if httpx.get(f"{settings.http_url}/-/routes", timeout=5).json().get("/") == CONTROL_APP:
                 return
         except (httpx.HTTPError, ValueError):
             pass

@@ -27,7 +27,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    ray.init(address=args.address, logging_level="ERROR", log_to_driver=False, namespace="lambdaml")
+    context = ray.init(address=args.address, logging_level="ERROR", log_to_driver=False, namespace="lambdaml")
     from lambdaml._signing import install_key_file
 
     install_key_file(Path(args.signing_key_file))  # before anything deploys: models restored at `up` are signed with it
@@ -40,7 +40,8 @@ def main() -> None:
 
     from lambdaml.control.app import ensure_running
 
-    ensure_running()  # the records API answers at /v1 from the start, models or not
+    # The records API answers at /v1, and the pages at /ui, from the start, models or not.
+    ensure_running(links={"dashboard": f"http://{context.dashboard_url}"})
 
     from lambdaml.cluster.ray_internals import raylet_stub
     from lambdaml.cluster.warm_workers import WarmPool

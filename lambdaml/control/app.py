@@ -32,12 +32,14 @@ from lambdaml.control.catalog import Catalog
 from lambdaml.control.files import FileRoutes, Uploads, file_retention
 from lambdaml.control.forward import Forwarder
 from lambdaml.control.records import Records, database_url
-from lambdaml.control.stats import version_stats
+from lambdaml.control.stats import model_series, version_stats
 from lambdaml.control.tokens import AuthState, Tokens
 from lambdaml.control.usage import Usage
 from lambdaml.control.webhooks import WebhookSender, new_secret
+from lambdaml.ui import UiRoutes
 
-ROUTE = "/v1"
+ROUTE = "/v1"  # the records and Replicate's API; the application itself takes "/" (every path no model takes)
+UI_ROUTE = "/ui"
 STALE_AFTER_S = 15.0  # replicas report running predictions every 0.2 s; this long without a report: lost
 REAP_EVERY_S = 3.0
 WEBHOOKS_EVERY_S = 0.2
@@ -55,7 +57,7 @@ class ControlServer:
     """One replica of the control application."""
 
     def __init__(self, database: str, retention_s: float, allowed_hosts: str | None = None, auth_required: bool = False,
-                 file_retention_s: float = 86400.0):
+                 file_retention_s: float = 86400.0, links: dict[str, str] | None = None):
         if allowed_hosts:  # webhook receivers the operator allows on internal addresses (lambdaml._urls)
             os.environ["LAMBDAML_ALLOWED_HOSTS"] = allowed_hosts
         self.records = Records(database)
@@ -66,6 +68,7 @@ class ControlServer:
         self.url_keys = UrlKeys(self.records.setting("stream_secret", new_secret))
         self.files = FileRoutes(self.uploads, self.url_keys)
         self.forwarder = Forwarder(self.catalog, self.files, self.url_keys)
+        self.ui = UiRoutes(self.records, self.catalog, links or {})
         self._auth_required = auth_required  # LAMBDAML_AUTH=required: a token is needed even before one exists
         self.auth = AuthWatcher(self._read_auth_state)
         self._published: AuthState | None = None
@@ -127,6 +130,10 @@ class ControlServer:
         """Figures per version of ``model`` since ``since_ts`` (``lambdaml.canary.compare``)."""
         return await asyncio.to_thread(version_stats, self.records, model, since_ts)
 
+    async def model_series(self, model: str, window: str = "1h") -> dict[str, Any]:
+        """The monitoring figures of ``model`` over ``window`` (``lambdaml status NAME``; the page reads /ui/api)."""
+        return await asyncio.to_thread(model_series, self.records, model, window)
+
     async def lookup(self, prediction_id: str) -> dict[str, Any] | None:
         """A record, the token id that created it and its input's hash (an idempotent PUT compares them)."""
         found = await asyncio.to_thread(self.records.find, prediction_id)
@@ -180,13 +187,26 @@ class ControlServer:
     # ------------------------------------------------------------------ HTTP
 
     async def __call__(self, request: Request) -> Response:
+        """Every path no model's prefix takes: ``/v1`` (records, Replicate's API), ``/ui`` (the pages), else a 404."""
         self._start_loops()
         scope = request.scope
-        # Tokenless callers get as far as the models routes, which show them the public models.
+        # Tokenless callers get as far as the models routes and the pages, which show them the public models.
         caller = await self.auth.check(dict(scope["headers"]).get(b"authorization"), public=True)
+        path = scope.get("root_path", "") + scope["path"].removeprefix(scope.get("root_path", ""))
+        if path == UI_ROUTE or path.startswith(UI_ROUTE + "/"):
+            return await self.ui.handle(request, caller, path.removeprefix(UI_ROUTE))
         if isinstance(caller, Response):
             return caller
-        path = scope["path"].removeprefix(scope.get("root_path", "")).rstrip("/") or "/"
+        if path == ROUTE or path.startswith(ROUTE + "/"):
+            return await self._v1(request, caller, path.removeprefix(ROUTE).rstrip("/") or "/")
+        if path == "/" and request.method == "GET":
+            return Response(status_code=307, headers={"Location": UI_ROUTE + "/"})
+        name = path.strip("/").split("/")[0]
+        return error_response(404, "Not found", f"No model named {name!r} is deployed here (`lambdaml ls` lists the "
+                              f"models; the page at {UI_ROUTE}/ shows them), and {path} is no route of lambdaml's.")
+
+    async def _v1(self, request: Request, caller: Caller, path: str) -> Response:
+        """``/v1...``: ``path`` is what follows ``/v1``."""
         parts = path.strip("/").split("/")
         method = request.method
         if method == "POST" and (parts == ["predictions"] or (len(parts) == 4 and parts[0] in ("models", "deployments")
@@ -350,8 +370,10 @@ async def _every(seconds: float, job: Callable[[], Awaitable[Any]], first_delay:
         await asyncio.sleep(seconds)
 
 
-def application(database: str | None = None) -> Any:
+def application(database: str | None = None, links: dict[str, str] | None = None) -> Any:
     """The control application, bound to a database (``LAMBDAML_DATABASE_URL`` or the default SQLite file)."""
+    links = {**({"grafana": os.environ["LAMBDAML_GRAFANA_URL"]} if os.environ.get("LAMBDAML_GRAFANA_URL") else {}),
+             **(links or {})}
     from ray import serve
 
     return serve.deployment(ControlServer).options(
@@ -363,15 +385,18 @@ def application(database: str | None = None) -> Any:
         ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
         health_check_period_s=2,
     ).bind(database or database_url(), retention(), os.environ.get("LAMBDAML_ALLOWED_HOSTS"), auth_required(),
-           file_retention())
+           file_retention(), links)
 
 
-def ensure_running(database: str | None = None, replace: bool = False) -> None:
-    """Start the control application on the connected cluster unless it already runs (``replace``: restart it)."""
+def ensure_running(database: str | None = None, replace: bool = False, links: dict[str, str] | None = None) -> None:
+    """Start the control application on the connected cluster unless it already runs (``replace``: restart it).
+
+    ``links``: where the pages point for more (``dashboard``: the Ray dashboard; ``grafana``, else
+    ``LAMBDAML_GRAFANA_URL``)."""
     from ray import serve
 
     app = serve.status().applications.get(CONTROL_APP)
     if app is not None and str(getattr(app.status, "value", app.status)) == "RUNNING" and not replace:
         return
-    target = serve.RunTarget(target=application(database), name=CONTROL_APP, route_prefix=ROUTE)
+    target = serve.RunTarget(target=application(database, links), name=CONTROL_APP, route_prefix="/")
     serve.run_many([target], wait_for_applications_running=True)

@@ -15,6 +15,7 @@ import binascii
 import contextlib
 import functools
 import json
+import math
 import os
 import threading
 import time
@@ -83,6 +84,8 @@ def _sqlite_connect(connection: Any, _record: Any) -> None:
     connection.isolation_level = None  # _sqlite_begin begins transactions, not the driver (always DEFERRED)
     for pragma in ("journal_mode=WAL", "busy_timeout=5000", "foreign_keys=ON", "synchronous=NORMAL"):
         connection.execute(f"PRAGMA {pragma}")
+    # SQLite has floor() only when built with its math functions; the stats group records by it (control.stats).
+    connection.create_function("floor", 1, math.floor, deterministic=True)
 
 
 def _sqlite_begin(connection: sa.Connection) -> None:
