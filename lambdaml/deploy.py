@@ -249,7 +249,7 @@ def run_stored(
     progress("records", "checking the prediction records service")
     from lambdaml.control.app import ensure_running
 
-    ensure_running(links={"dashboard": info.dashboard_url})  # replicas send their records there from their first prediction on
+    ensure_running()  # replicas send their records there from their first prediction on
     if _running_with(app_name, fingerprint):
         progress("replicas", f"version {manifest.version} is running with these settings: its replicas are kept")
     else:

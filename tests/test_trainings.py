@@ -17,7 +17,9 @@ import lambdaml
 from lambdaml import Input, model
 from lambdaml.cli import app
 from lambdaml.serve.training import store_url, trained_weights, weights_location
+from lambdaml.control import app as control
 from tests.conftest import tokens_on, wait_until
+from tests.webhook_receiver import allowed_receiver
 
 FINAL = ("succeeded", "failed", "canceled")
 
@@ -45,7 +47,16 @@ def untrained() -> str:
 
 
 @pytest.fixture(scope="module")
-def coach(cluster):
+def hook(cluster):
+    """A webhook receiver the models deployed meanwhile and the control application (which sends) allow."""
+    with allowed_receiver() as receiver:
+        control.ensure_running(replace=True)
+        yield receiver
+    control.ensure_running(replace=True)
+
+
+@pytest.fixture(scope="module")
+def coach(cluster, hook):
     Coached.deploy()
     untrained.deploy()
     yield cluster.http_url
@@ -94,6 +105,16 @@ def test_a_training_makes_a_version_whose_setup_gets_the_weights(coach):
     assert shown["model"] == shown["destination"] == "lambdaml/coach" and shown["status"] == "succeeded"
     assert httpx.get(f"{coach}/v1/predictions/{training.id}").status_code == 404  # a training is not a prediction
     assert "coach-train" not in {m["name"] for m in httpx.get(f"{coach}/v1/models").json()["results"]}
+
+
+def test_a_training_sends_its_webhooks_as_a_prediction_does(coach, hook):
+    training = lambdaml.trainings.create("coach", {"seconds": 0.5, "word": "hooked"}, wait=False,
+                                         webhook=hook.url("/trained"), webhook_events_filter=["start", "completed"])
+    calls = hook.wait_for("/trained", lambda calls: any(call.body["status"] == "succeeded" for call in calls), 60)
+    assert [call.body["status"] for call in calls][0] == "processing"  # start, then completed
+    final = calls[-1].body
+    assert final["id"] == training.id and final["output"]["version"].startswith("lambdaml/coach:")
+    assert final["output"]["weights"].endswith("/word.txt") and "webhook-signature" in calls[-1].headers
 
 
 def test_a_canceled_training_makes_no_version(coach):

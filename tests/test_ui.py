@@ -138,6 +138,17 @@ def test_an_uploaded_image_comes_back_as_an_image(site, page, tmp_path):
     expect(image).to_be_visible(timeout=WAIT_MS)
     assert image.evaluate("node => node.naturalWidth") == 96
     _shot(page, "image-output")
+    big = tmp_path / "big.png"  # over the 1 MiB inline limit: uploaded to /v1/files first, as the clients do
+    Image.frombytes("RGB", (800, 600), os.urandom(800 * 600 * 3)).save(big)
+    assert big.stat().st_size > 2**20
+    first = _records(site, "grayscale")[0]["id"]
+    page.locator("#input-image").set_input_files(str(big))
+    page.get_by_role("button", name="Run").click()
+    expect(page.get_by_test_id("status")).not_to_contain_text(first)
+    expect(page.get_by_test_id("status")).to_contain_text("succeeded", timeout=WAIT_MS)
+    assert image.evaluate("node => node.naturalWidth") == 800
+    newest = _records(site, "grayscale")[0]
+    assert newest["input"]["image"].startswith("lambdaml-file:")  # the signed reference to the uploaded file
 
 
 def test_a_streaming_models_text_arrives_in_pieces(site, page):

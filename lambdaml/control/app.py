@@ -398,5 +398,10 @@ def ensure_running(database: str | None = None, replace: bool = False, links: di
     app = serve.status().applications.get(CONTROL_APP)
     if app is not None and str(getattr(app.status, "value", app.status)) == "RUNNING" and not replace:
         return
+    if links is None:  # a driver's restart: the cluster it is connected to knows its dashboard
+        from lambdaml import cluster
+
+        info = cluster.current()
+        links = {"dashboard": info.dashboard_url} if info is not None and info.dashboard_url else {}
     target = serve.RunTarget(target=application(database, links), name=CONTROL_APP, route_prefix="/")
     serve.run_many([target], wait_for_applications_running=True)

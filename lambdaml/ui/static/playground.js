@@ -90,14 +90,17 @@ export function playground(model) {
   async function run() {
     showError("");
     form.submit.disabled = true;
+    stop();
+    status.replaceChildren(badge("starting"), el("span", { class: "muted", text: "sending…" }));
+    facts.replaceChildren();
+    logs.textContent = "";
+    renderOutput(output, null, outputSchema);
     try {
-      const input = await form.values();
-      if (input === null) return;
-      stop();
-      status.replaceChildren(badge("starting"), el("span", { class: "muted", text: "sending…" }));
-      facts.replaceChildren();
-      logs.textContent = "";
-      renderOutput(output, null, outputSchema);
+      const input = await form.values();  // files over the inline limit are uploaded here
+      if (input === null) {
+        status.replaceChildren(el("span", { class: "muted", text: "Not sent: see the fields marked." }));
+        return;
+      }
       const created = await request(`/v1/models/lambdaml/${encodeURIComponent(model.name)}/predictions`,
         { method: "POST", body: { input } });
       follow(created);
