@@ -74,17 +74,37 @@ def deploy(model: Model, wait: bool = True, timeout: float = 300.0, progress: Pr
     (``lambdaml.canary``: ``promote`` or ``drop`` it).
     """
     if canary is None:
-        deployment = run_stored(*stage(model, settings, progress), wait, timeout, progress)
         trainer = model.trainer()
-        if trainer is not None:  # on the model's hardware, from zero replicas: it starts with a training
+        _check_trainer_names(model, trainer)
+        staged = stage(model, settings, progress)
+        if trainer is not None:  # staged first too, so a bad training function stops the deploy before anything runs
             hardware = {key: value for key, value in (settings or {}).items() if key in ("gpu", "cpu", "memory")}
+            trainer_staged = stage(trainer, hardware, progress)  # the model's hardware, from zero replicas
+        deployment = run_stored(*staged, wait, timeout, progress)
+        if trainer is not None:
             progress("trainer", f"deploying {trainer.name}, which serves {model.name}'s trainings")
-            run_stored(*stage(trainer, hardware, progress), wait, timeout, progress)
+            run_stored(*trainer_staged, wait, timeout, progress)
         return deployment
     from lambdaml import canary as canaries
 
     canaries.check_can_start(model.name, canary)
     return canaries.start(*stage(model, settings, progress), canary, timeout, progress)
+
+
+def _check_trainer_names(model: Model, trainer: Model | None) -> None:
+    """``{name}-train`` is the trainer of ``name``: no model may take a trainer's name, nor a trainer a model's."""
+    store = store_for(cluster.connect())
+    live = store.live_models()
+
+    def trains(name: str) -> str | None:  # the model the deployed application ``name`` trains, if it is a trainer
+        return load_manifest(store.artifact_url(name, store.current_version(name))).trains if name in live else None
+
+    if model.trains is None and trains(model.name) is not None:
+        raise DeployError(f"{model.name!r} is the trainer of {trains(model.name)!r} (its training function); "
+                          "give this model another name.")
+    if trainer is not None and trainer.name in live and trains(trainer.name) != model.name:
+        raise DeployError(f"{model.name!r} has a training function, which runs as {trainer.name!r}, but a model of "
+                          f"that name is deployed. Delete it (`lambdaml delete {trainer.name}`) or rename one of them.")
 
 
 Staged = tuple[ArtifactStore, Manifest, dict[str, Any], dict[str, str], "Plan"]  # what run_stored takes first

@@ -55,6 +55,8 @@ def test_unknown_gpu_fails_at_decoration_naming_parameter_and_choices():
         ({"concurrency": 4, "max_concurrency": 2}, ["max_concurrency"]),
         ({"name": "Not OK!"}, ["name", "lowercase"]),
         ({"scaledown_after": -3}, ["scaledown_after"]),
+        ({"name": "ui"}, ["name", "taken by lambdaml's own routes"]),  # the web page's route
+        ({"name": "v1"}, ["name", "taken by lambdaml's own routes"]),
     ],
 )
 def test_invalid_parameters_raise_clear_config_errors(params, words):

@@ -18,6 +18,7 @@ from lambdaml import Input, model
 from lambdaml.cli import app
 from lambdaml.serve.training import store_url, trained_weights, weights_location
 from lambdaml.control import app as control
+from lambdaml.errors import DeployError
 from tests.conftest import tokens_on, wait_until
 from tests.webhook_receiver import allowed_receiver
 
@@ -184,3 +185,18 @@ def test_a_training_needs_an_admin_token(coach):
 
         wait_until(lambda: status(user) == 403, "a predict token could start a training", 10)
         assert status(admin) == 202
+
+
+def test_a_trainers_name_is_its_own(coach):
+    impostor = model(name="coach-train", cpu=0.05)(lambda: "not a trainer")
+    with pytest.raises(DeployError, match="'coach-train' is the trainer of 'coach'"):
+        impostor.deploy()
+    squatter = model(name="squat-train", cpu=0.05)(lambda: "here first")
+    squatter.deploy()
+    try:
+        claimer = model(name="squat", cpu=0.05, train=slow_train)(lambda: "wants a trainer")
+        with pytest.raises(DeployError, match="runs as 'squat-train', but a model of that name is deployed"):
+            claimer.deploy()
+    finally:
+        squatter.delete()
+

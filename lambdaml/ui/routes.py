@@ -91,7 +91,7 @@ class UiRoutes:
 
     async def _overview(self, caller: Caller) -> dict[str, Any]:
         """Every model the caller may see: name, version, status, replicas, a sparkline of the last hour."""
-        found = await asyncio.to_thread(self._catalog.models)
+        found = await asyncio.to_thread(self._catalog.models, None, False)  # no counts: a scan of every record, each poll
         shown = [model for model in found if caller is not ANONYMOUS or model["visibility"] == "public"]
         names = [model["name"] for model in shown]
         lines = await asyncio.to_thread(stats.sparkline, self._records, names) if names else {}
@@ -125,7 +125,7 @@ _NOT_RUNNING = {"status": "NOT_RUNNING", "replicas": 0, "target": 0}
 
 
 def _public(model: dict[str, Any]) -> dict[str, Any]:
-    return {key: model.get(key) for key in ("name", "version", "visibility", "deployed_at", "run_count")}
+    return {key: model.get(key) for key in ("name", "version", "visibility", "deployed_at")}
 
 
 def _role(caller: Caller) -> str:

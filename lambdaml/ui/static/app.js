@@ -21,6 +21,8 @@ function failure(error) {
     el("button", { type: "button", class: "primary", text: "Enter a token", onclick: async () => { if (await askForToken()) route(); } }));
 }
 
+const lastHour = (model) => model.sparkline.reduce((sum, count) => sum + count, 0);
+
 function overviewTable(data) {
   if (!data.models.length) {
     return el("div", { class: "empty" },
@@ -29,14 +31,14 @@ function overviewTable(data) {
   }
   return el("table", { "data-testid": "models" },
     el("caption", { class: "muted", text: "Models on this cluster. The sparkline is the last hour's predictions." }),
-    el("thead", {}, el("tr", {}, ...["model", "version", "status", "replicas", "last hour", "predictions", ""].map((name) => el("th", { scope: "col", text: name })))),
+    el("thead", {}, el("tr", {}, ...["model", "version", "status", "replicas", "last hour", "predictions (1 h)", ""].map((name) => el("th", { scope: "col", text: name })))),
     el("tbody", {}, ...data.models.map((model) => el("tr", { "data-model": model.name },
       el("td", {}, el("a", { href: `/ui/${model.name}`, text: model.name })),
       el("td", { class: "mono", title: model.version, text: shortId(model.version) }),
       el("td", {}, modelBadge(model)),
       el("td", { text: `${model.replicas} / ${model.target}` }),
-      el("td", {}, sparkline(model.sparkline, `${model.sparkline.reduce((a, b) => a + b, 0)} predictions in the last hour`)),
-      el("td", { text: String(model.run_count ?? "") }),
+      el("td", {}, sparkline(model.sparkline, `${lastHour(model)} predictions in the last hour`)),
+      el("td", { text: String(lastHour(model)) }),
       el("td", {}, el("span", { class: "row" },
         el("a", { href: `/ui/${model.name}`, text: "Playground" }),
         el("a", { href: `/ui/${model.name}#monitoring`, text: "Monitoring" }),
