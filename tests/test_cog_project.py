@@ -6,7 +6,9 @@ No cluster: ``lambdaml deploy`` reads and checks the project before it connects 
 from __future__ import annotations
 
 import pathlib
+import sys
 import textwrap
+import types
 
 import pytest
 from typer.testing import CliRunner
@@ -106,10 +108,14 @@ def test_predict_names_a_missing_file_or_class(tmp_path):
     assert "should name a file and a class" in deploy_refused(str(root))
 
 
-def test_a_syntax_error_names_the_file_and_line(tmp_path):
+def test_a_syntax_error_names_the_file_and_line(tmp_path, monkeypatch):
+    # Another project's `predict` already loaded in this process (the suite reads several) must not stand in for it.
+    mine = types.ModuleType("predict")
+    monkeypatch.setitem(sys.modules, "predict", mine)
     root = make_project(tmp_path / "broken", 'predict: "predict.py:Predictor"\n', predict="def predict(:\n    pass\n")
     output = deploy_refused(str(root))
     assert "predict.py, line 1: SyntaxError" in output
+    assert sys.modules["predict"] is mine  # and the process has its own back
 
 
 def test_cogs_own_refusal_of_a_predictor(tmp_path):

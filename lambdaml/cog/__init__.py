@@ -64,16 +64,24 @@ class CogModel(Model):
 
 @contextlib.contextmanager
 def _inside(root: pathlib.Path):
-    """The project as the working directory and first import path while its code is read (Cog's layout)."""
+    """The project as the working directory and first import path while its code is read (Cog's layout).
+
+    Its modules shadow any of the same name this process has loaded (another project's
+    ``predict``, say), as they would in Cog's image; afterwards the process gets its own back.
+    """
+    own = {path.stem for path in root.iterdir() if path.suffix == ".py" or (path / "__init__.py").exists()}
+    shadowed = {name: sys.modules.pop(name) for name in list(sys.modules) if name.split(".")[0] in own}
     sys.path.insert(0, str(root))
     try:
         with contextlib.chdir(root):
             yield
     finally:
         sys.path.remove(str(root))
-        for module_name, module in list(sys.modules.items()):  # so another project's `predict` is its own
-            if pathlib.Path(getattr(module, "__file__", None) or "/").resolve().is_relative_to(root):
+        for module_name, module in list(sys.modules.items()):  # the project's modules leave with it
+            if module_name.split(".")[0] in own or \
+                    pathlib.Path(getattr(module, "__file__", None) or "/").resolve().is_relative_to(root):
                 del sys.modules[module_name]
+        sys.modules.update(shadowed)
 
 
 class _NotInstalledHere(Exception):
