@@ -18,6 +18,9 @@ from lambdaml.cli import app
 from lambdaml.cog import project as cog_project
 from lambdaml.errors import ConfigError
 
+# Refused deploys start the embedded cluster (to read what it has): the session's cluster fixture stops it.
+pytestmark = pytest.mark.usefixtures("cluster")
+
 EXAMPLES = pathlib.Path(__file__).parent.parent / "examples" / "cog"
 PREDICTOR = textwrap.dedent(
     """
