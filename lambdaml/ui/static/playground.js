@@ -43,7 +43,7 @@ export function playground(model) {
       el("dt", { text: "total time" }), el("dd", { text: seconds(metrics.total_time) }),
     );
     showError(record.status === "failed" || record.status === "canceled" ? record.error || record.status : "");
-    logs.textContent = record.logs || "";
+    logs.textContent = record.logs || "(nothing printed yet)";
     logs.scrollTop = logs.scrollHeight;
     if (streamed && !FINAL.includes(record.status)) renderOutput(output, streamed, outputSchema);
     else renderOutput(output, record.output, outputSchema);
