@@ -18,6 +18,9 @@ CONTROL_APP = "lambdaml-control"  # the always-on Serve application that keeps t
 SHUTDOWN_WAIT_S = 3600.0  # how long a stopping replica lets predictions finish when the model sets no timeout
 CANARY_SUFFIX = ".canary"  # a canary's Serve application is `{name}.canary`: no model name has a dot
 TRAINER_SUFFIX = "-train"  # a model's training function runs as the application `{name}-train` (Cog's name for it)
+# On the control application's 404 for a path no model and no route of lambdaml's takes (it takes every
+# other path): the client tells it from a model's own 404, as it told the ingress's plain-text one.
+NO_ROUTE_HEADER = "x-lambdaml-no-route"
 RESERVED_NAMES = frozenset({"v1", "ui", CONTROL_APP})  # routes and names no model may take
 
 

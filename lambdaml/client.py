@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from lambdaml import cluster
-from lambdaml._settings import http_base_url
+from lambdaml._settings import NO_ROUTE_HEADER, http_base_url
 from lambdaml.errors import (
     AuthError,
     ClusterError,
@@ -117,11 +117,22 @@ def _is_json(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").startswith("application/json")
 
 
+def _no_route(response: httpx.Response) -> bool:
+    """A 404 for the path itself (no model there), not a model's or the records' own 404: the
+    ingress's plain-text one, or the control application's for a path nothing else takes."""
+    return response.status_code == 404 and (not _is_json(response) or NO_ROUTE_HEADER in response.headers)
+
+
 def api_call(method: str, url: str, doing: str, **kwargs: Any) -> dict[str, Any]:
     """A call to the routes under ``{base}/v1``: the JSON answer, or a clear error."""
     response = request(method, url, doing, **kwargs)
     if response.status_code == 200:
         return response.json()
+    if _no_route(response) and _is_json(response):  # the control application runs, but not at this path
+        raise ClusterError(
+            f"Nothing at {_origin(url)} serves {urlsplit(url).path}: LAMBDAML_URL must be the cluster's HTTP "
+            "address alone (like http://127.0.0.1:8000), without a path."
+        )
     if response.status_code == 404 and _is_json(response) and "detail" in response.json():
         raise PredictionNotFoundError(_detail(response))
     if response.status_code == 404:
@@ -169,7 +180,7 @@ def openapi_document(name: str, base: str | None = None) -> dict[str, Any]:
     response = request("GET", url, f"reading {name}'s inputs", MAX_HOLD_S + HOLD_SLACK_S)
     if response.status_code == 200:
         return response.json()
-    if response.status_code == 404 and not _is_json(response):
+    if _no_route(response):
         raise _not_deployed(name, base)
     raise ClusterError(f"HTTP {response.status_code} from {url}: {_detail(response)}")
 
@@ -219,9 +230,9 @@ def submit(
     while True:
         response = request("PUT" if prediction_id else "POST", url, f"sending a prediction to {name}", timeout,
                            json=body, headers=headers)
-        # The ingress's own 404 (not a model's JSON one): no such model, or one deployed a moment
-        # ago whose route HAProxy has not taken up yet. Ask again for a little while.
-        if response.status_code != 404 or _is_json(response) or time.monotonic() > patience:
+        # A 404 for the path (not a model's own): no such model, or one deployed a moment ago whose
+        # route HAProxy has not taken up yet. Ask again for a little while.
+        if not _no_route(response) or time.monotonic() > patience:
             break
         time.sleep(0.25)
     if response.status_code in (200, 202):

@@ -221,9 +221,13 @@ def tokens_on(base: str, probe: str):
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package: Playwright's own browser download is not reachable here
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Headless Chromium (Debian's) driven by Playwright, one for the session."""
+    """Headless Chromium (Debian's) driven by Playwright, one per module that uses it.
+
+    Not for the session: while Playwright's sync API is open, this thread has its event loop
+    running, and later tests' ``asyncio.run`` would refuse to start.
+    """
     from playwright.sync_api import sync_playwright
 
     assert CHROMIUM.exists(), "the page tests need Debian's chromium: apt-get install chromium (.ci/run installs it)"

@@ -275,12 +275,14 @@ def test_network_failures_are_one_clear_line(monkeypatch):
         assert error.value.__cause__ is None and error.value.__suppress_context__ and "\n" not in str(error.value)
 
 
-def test_an_api_without_records_says_so(cluster, monkeypatch):
-    # Under a prefix no application serves, the cluster's ingress answers as it does for /v1 without the
-    # control application: a plain 404, not a record API's JSON one.
+def test_a_url_with_a_path_says_so(cluster, monkeypatch):
+    # Under a prefix no model takes, the control application answers its "no such route" 404, which
+    # the client tells from a missing record's.
     monkeypatch.setenv("LAMBDAML_URL", f"{cluster.http_url}/pc-no-such-app")
-    with pytest.raises(ClusterError, match="lambdaml-control application"):
+    with pytest.raises(ClusterError, match="LAMBDAML_URL must be the cluster's HTTP address alone"):
         predictions.get("abc")
+    with pytest.raises(NotDeployedError, match="No model named 'pc-no-such-app' is deployed"):
+        lambdaml.run("pc-no-such-app", input={})
 
 
 def test_spawn_and_map(models):

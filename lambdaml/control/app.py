@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from lambdaml._http import base_url, error_response, json_response, method_not_allowed
-from lambdaml._settings import CONTROL_APP, auth_required, retention
+from lambdaml._settings import CONTROL_APP, NO_ROUTE_HEADER, auth_required, retention
 from lambdaml.serve.streams import sse
 from lambdaml.serve.tracker import CANCELED_BY_CALLER, FINAL
 from lambdaml.control import v1
@@ -203,7 +203,8 @@ class ControlServer:
             return Response(status_code=307, headers={"Location": UI_ROUTE + "/"})
         name = path.strip("/").split("/")[0]
         return error_response(404, "Not found", f"No model named {name!r} is deployed here (`lambdaml ls` lists the "
-                              f"models; the page at {UI_ROUTE}/ shows them), and {path} is no route of lambdaml's.")
+                              f"models; the page at {UI_ROUTE}/ shows them), and {path} is no route of lambdaml's.",
+                              {NO_ROUTE_HEADER: "1"})
 
     async def _v1(self, request: Request, caller: Caller, path: str) -> Response:
         """``/v1...``: ``path`` is what follows ``/v1``."""
