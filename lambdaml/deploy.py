@@ -99,8 +99,8 @@ def _check_trainer_names(model: Model, trainer: Model | None) -> None:
     def trains(name: str) -> str | None:  # the model the deployed application ``name`` trains, if it is a trainer
         return load_manifest(store.artifact_url(name, store.current_version(name))).trains if name in live else None
 
-    if model.trains is None and trains(model.name) is not None:
-        raise DeployError(f"{model.name!r} is the trainer of {trains(model.name)!r} (its training function); "
+    if model.trains is None and (trained := trains(model.name)) is not None:
+        raise DeployError(f"{model.name!r} is the trainer of {trained!r} (its training function); "
                           "give this model another name.")
     if trainer is not None and trainer.name in live and trains(trainer.name) != model.name:
         raise DeployError(f"{model.name!r} has a training function, which runs as {trainer.name!r}, but a model of "

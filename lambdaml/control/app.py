@@ -192,7 +192,7 @@ class ControlServer:
         scope = request.scope
         # Tokenless callers get as far as the models routes and the pages, which show them the public models.
         caller = await self.auth.check(dict(scope["headers"]).get(b"authorization"), public=True)
-        path = scope.get("root_path", "") + scope["path"].removeprefix(scope.get("root_path", ""))
+        path = scope["path"]  # the whole path: the application's prefix is "/"
         if path == UI_ROUTE or path.startswith(UI_ROUTE + "/"):
             return await self.ui.handle(request, caller, path.removeprefix(UI_ROUTE))
         if isinstance(caller, Response):

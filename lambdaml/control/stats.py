@@ -17,10 +17,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from lambdaml.control.records import FINAL, Records
-from lambdaml.control.tables import predictions, replica_spans
+from lambdaml.control.tables import predictions
+from lambdaml.control.usage import Usage
 
 MOST_RECORDS = 20_000  # read at most this many of the newest records: the figures stay cheap under load
 WINDOWS = {"1h": (3600, 60), "24h": (86400, 900)}  # window: (seconds, bucket seconds): 60 and 96 points
+REPLICA_SEEN_S = 20.0  # a replica reports every 15 s (lambdaml.serve.presence): seen this recently, it is up
 
 
 def _finished(records: Records, model: str, since_ts: float, *columns: Any) -> list[Any]:
@@ -58,7 +60,7 @@ def _quantile(values: list[float], q: float) -> float | None:
         return None
     if len(values) == 1:
         return values[0]
-    return statistics.quantiles(sorted(values), n=100, method="inclusive")[round(q * 100) - 1]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
 def model_series(records: Records, model: str, window: str = "1h", now: float | None = None) -> dict[str, Any]:
@@ -77,7 +79,7 @@ def model_series(records: Records, model: str, window: str = "1h", now: float | 
     start = end - span_s
     rows = _finished(records, model, start, predictions.c.created_ts, predictions.c.version,
                      predictions.c.status, predictions.c.metrics)
-    spans = _spans(records, model, start)
+    spans = [(span["started_ts"], span["seen_ts"]) for span in Usage(records).spans(start, model)]
     buckets: list[list[tuple[str, dict[str, Any]]]] = [[] for _ in range(span_s // bucket_s)]
     for created_ts, _, status, metrics in rows:
         buckets[min(int((created_ts - start) // bucket_s), len(buckets) - 1)].append((status, metrics or {}))
@@ -93,17 +95,6 @@ def model_series(records: Records, model: str, window: str = "1h", now: float | 
               "replicas_now": sum(span[1] >= now - REPLICA_SEEN_S for span in spans)}
     return {"model": model, "window": window, "bucket_s": bucket_s, "start": start, "end": end,
             "points": points, "totals": totals, "capped": len(rows) >= MOST_RECORDS}
-
-
-REPLICA_SEEN_S = 20.0  # a replica reports every 15 s (lambdaml.serve.presence): seen this recently, it is up
-
-
-def _spans(records: Records, model: str, since_ts: float) -> list[tuple[float, float]]:
-    """(started, last seen) of the replicas of ``model`` up at some time since ``since_ts``."""
-    query = sa.select(replica_spans.c.started_ts, replica_spans.c.seen_ts).where(
-        replica_spans.c.model == model, replica_spans.c.seen_ts >= since_ts)
-    with records.reader.connect() as connection:
-        return [tuple(row) for row in connection.execute(query).all()]
 
 
 def _point(found: list[tuple[str, dict[str, Any]]], seconds: float) -> dict[str, Any]:

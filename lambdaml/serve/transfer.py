@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import posixpath
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -196,7 +197,7 @@ def _deliver(path: pathlib.Path, key: str, location: str | None) -> str:
     fs, remote = fsspec.core.url_to_fs(url)
     try:
         if isinstance(fs, LocalFileSystem):  # a local folder (a trainer's weights beside local artifacts) has folders
-            fs.makedirs(fs._parent(remote), exist_ok=True)
+            fs.makedirs(posixpath.dirname(remote), exist_ok=True)
         fs.put_file(str(path), remote)
     except OSError as exc:
         raise OutputError(f"could not upload {path.name} to {url}: {exc}") from None

@@ -196,7 +196,8 @@ export function buildForm(doc, limits, onSubmit) {
     return true;
   }
 
-  async function valueOf(name, field) {
+  // The field's value for the input (undefined: leave it out); ``send`` turns a chosen file into one.
+  async function valueOf(name, field, send) {
     const { schema, kind, main } = field;
     switch (kind) {
       case "boolean": return main.checked;
@@ -207,11 +208,11 @@ export function buildForm(doc, limits, onSubmit) {
       }
       case "number": return main.value === "" ? undefined : convert(main.value, schema.type);
       case "file": {
-        if (main.files.length) return fileValue(main.files[0], limits);
+        if (main.files.length) return send(main.files[0]);
         return field.url.value.trim() || undefined;
       }
       case "files": {
-        const sent = await Promise.all([...main.files].map((file) => fileValue(file, limits)));
+        const sent = await Promise.all([...main.files].map(send));
         const urls = field.url.value.split("\n").map((line) => line.trim()).filter(Boolean);
         return sent.length || urls.length ? [...sent, ...urls] : undefined;
       }
@@ -239,7 +240,7 @@ export function buildForm(doc, limits, onSubmit) {
       let ok = true;
       for (const [name, field] of fields) {
         try {
-          const value = await valueOf(name, field);
+          const value = await valueOf(name, field, (file) => fileValue(file, limits));
           if (value !== undefined) input[name] = value;
         } catch (error) {
           ok = false;
@@ -276,24 +277,14 @@ export function buildForm(doc, limits, onSubmit) {
         else main.value = value === null || value === undefined ? "" : String(value);
       }
     },
-    // The current input, as far as it can be shown without sending files (for the code snippets).
-    preview() {
+    // The current input, as far as it can be shown without sending files (for the code snippets):
+    // a chosen file as @name, a secret as …, unreadable JSON as it was typed.
+    async preview() {
       const input = {};
       for (const [name, field] of fields) {
-        const { main } = field;
-        if (field.kind === "boolean") input[name] = main.checked;
-        else if (field.kind === "file") {
-          const url = field.url.value.trim();
-          if (main.files.length) input[name] = `@${main.files[0].name}`;
-          else if (url) input[name] = url;
-        } else if (field.kind === "secret") { if (main.value) input[name] = "…"; }
-        else if (main.value !== "" && field.kind !== "files") {
-          if (field.kind === "number") input[name] = convert(main.value, field.schema.type);
-          else if (field.kind === "list") input[name] = main.value.split("\n").filter(Boolean).map((line) => convert(line.trim(), field.schema.items.type));
-          else if (field.kind === "json") { try { input[name] = JSON.parse(main.value); } catch { input[name] = main.value; } }
-          else if (field.kind === "choice") input[name] = field.schema.enum.find((c) => String(c) === main.value) ?? main.value;
-          else input[name] = main.value;
-        }
+        let value;
+        try { value = await valueOf(name, field, (file) => `@${file.name}`); } catch { value = field.main.value; }
+        if (value !== undefined) input[name] = field.kind === "secret" && value ? "…" : value;
       }
       return input;
     },

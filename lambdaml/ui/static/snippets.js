@@ -29,8 +29,8 @@ export function snippets(model, form, auth) {
     } });
     return el("div", { class: "snippet", "data-snippet": title }, el("div", { class: "row" }, el("h3", { text: title }), copy), pre);
   }
-  function refresh() {
-    const input = form.preview();
+  async function refresh() {
+    const input = await form.preview();
     const origin = location.origin;
     const files = Object.values(input).some((value) => typeof value === "string" && value.startsWith("@"));
     const token = auth ? ` \\\n  -H "Authorization: Bearer $LAMBDAML_API_TOKEN"` : "";
