@@ -35,6 +35,10 @@ def test_the_patched_functions_keep_their_shape():
     assert "_pending_requests_to_fulfill" in inspect.getsource(RequestRouter.__init__)
     assert "self._request_router: " in inspect.getsource(router.AsyncioRouter.__init__)
     assert hasattr(router.SingletonThreadRouter, "_asyncio_loop")
+    assert list(inspect.signature(router.RouterMetricsManager.should_send_scaled_to_zero_optimized_push).parameters) == [
+        "self", "curr_num_replicas"]
+    assert "should_send_scaled_to_zero_optimized_push(" in inspect.getsource(router.RouterMetricsManager.wrap_queued_request)
+    assert "self.num_queued_requests" in inspect.getsource(router.RouterMetricsManager._add_autoscaling_metrics_point)
     assert list(inspect.signature(replica.UserCallableWrapper.handle_exception).parameters) == ["self", "exc"]
     from ray.serve._private.haproxy import HAProxyApi
 

@@ -289,6 +289,27 @@ def _fail_waiting_requests_when_serve_gives_up() -> None:
     router.AsyncioRouter.update_deployment_targets = update_and_fail_waiters
 
 
+def _scale_up_from_zero_at_once() -> None:
+    """``ray/serve/_private/router.py`` (``RouterMetricsManager.wrap_queued_request``): a request
+    for a deployment at zero replicas pushes the handle's metrics to the controller at once, so
+    that it scales up without waiting for the next periodic push. But the report carries the
+    queue lengths recorded so far (``_add_autoscaling_metrics_point``, every 0.25 s here), not
+    the request just queued: the controller sees zeros and decides only after the next record
+    and push, 0.1-0.5 s later (bench/README.md, cold start). Record the queue as it is now,
+    just before that push."""
+    from ray.serve._private import router
+
+    should_push = router.RouterMetricsManager.should_send_scaled_to_zero_optimized_push
+
+    def record_then_push(self: Any, curr_num_replicas: int) -> bool:
+        push = should_push(self, curr_num_replicas)
+        if push:  # the push that follows now carries this request
+            self._add_autoscaling_metrics_point()
+        return push
+
+    router.RouterMetricsManager.should_send_scaled_to_zero_optimized_push = record_then_push
+
+
 if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":  # the embedded cluster's local-only mode
     if RAY_VERSION == WRITTEN_FOR:
         _replica_grpc_on_loopback()
@@ -296,8 +317,10 @@ if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":  # the embedded c
         _haproxy_errors_as_json()
         _replica_errors_as_json()
         _fail_waiting_requests_when_serve_gives_up()
+        _scale_up_from_zero_at_once()
     else:
         logging.getLogger("ray.serve").warning(
             f"lambdaml: Ray {RAY_VERSION} is not {WRITTEN_FOR}; replica gRPC servers are left on every "
-            "interface, Serve's proxy answers its own errors in plain text, and requests wait on a model that cannot start"
+            "interface, Serve's proxy answers its own errors in plain text, requests wait on a model that cannot start, "
+            "and a scale-up from zero waits for the next metrics push"
         )
