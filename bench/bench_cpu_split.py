@@ -73,12 +73,12 @@ def measure(rounds: int) -> dict:
     urls = {"lambdaml": f"{info.http_url}/cpu-lambdaml/predictions", "bare": f"{info.http_url}/cpu-bare"}
     body = {"input": {"x": 1}}
     for url in urls.values():
-        throughput(url, body, 2)  # warm
+        throughput(url, body, 2, {})  # warm
     samples: dict[str, dict[str, list[float]]] = {name: {} for name in urls}
     for _ in range(rounds):
         for name, url in urls.items():
             before = cpu_by_process()
-            served = throughput(url, body, SECONDS) * SECONDS
+            served = throughput(url, body, SECONDS, {}) * SECONDS
             after = cpu_by_process()
             for process, seconds in after.items():
                 per_request_ms = (seconds - before.get(process, 0.0)) * 1000 / served
