@@ -42,7 +42,30 @@ def test_prometheus_endpoint_counts_predictions_by_status(deployed, cluster):
     while (counts := _prediction_counts(metrics := httpx.get(cluster.metrics_url).text, "metered")) != expected:
         assert time.monotonic() < deadline, counts
         time.sleep(1)
-    assert 'ray_lambdaml_predict_seconds_count{' in metrics and "ray_lambdaml_predictions_in_flight{" in metrics
+    assert "ray_lambdaml_predictions_in_flight{" in metrics
+    # predict ran 4 times (the invalid input never reached it): the histogram says so, bucket by bucket
+    deadline = time.monotonic() + 30
+    while (histogram := _predict_histogram(metrics, "metered"))["count"] != 4:
+        assert time.monotonic() < deadline, histogram
+        time.sleep(1)
+        metrics = httpx.get(cluster.metrics_url).text
+    buckets = [histogram["buckets"][le] for le in sorted(histogram["buckets"], key=float)]
+    assert buckets == sorted(buckets) and buckets[-1] == 4 and histogram["buckets"]["+Inf"] == 4, histogram
+    assert 0 < histogram["sum"] < 60
+
+
+def _predict_histogram(metrics: str, name: str) -> dict:
+    """``ray_lambdaml_predict_seconds`` of one model: count, sum and the cumulative count per ``le``."""
+    histogram: dict = {"count": 0.0, "sum": 0.0, "buckets": {}}
+    for line in metrics.splitlines():
+        if line.startswith("ray_lambdaml_predict_seconds_") and f'model="{name}"' in line:
+            series, value = line.split("{", 1)[0].removeprefix("ray_lambdaml_predict_seconds_"), float(line.rsplit(" ", 1)[1])
+            if series == "bucket":
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                histogram["buckets"][le] = histogram["buckets"].get(le, 0) + value
+            elif series in ("count", "sum"):
+                histogram[series] += value
+    return histogram
 
 
 def test_docs_and_grafana_name_only_metrics_that_exist():
