@@ -1,7 +1,7 @@
 """Per-request work lambdaml adds, in process: no network, no Ray, the same Starlette request.
 
-Calls ``ModelServer.__call__`` (routing, envelope and input validation, log capture,
-the Prediction object) for ``async def echo`` and ``def echo``, and a bare Serve-style
+Calls ``ModelServer.__call__`` (routing, token check, envelope and input validation, the
+prediction's task and record, log capture) for ``async def echo`` and ``def echo``, and a bare Serve-style
 handler that reads the JSON body and calls ``echo``, 5,000 times each after a warm-up,
 and prints the microseconds per call (median of 5 runs). Usage:
 ``python bench/bench_overhead.py``.
@@ -16,11 +16,13 @@ import secrets
 import statistics
 import tempfile
 import time
+import unittest.mock
 
 from starlette.requests import Request
 
 from lambdaml import model
 from lambdaml.artifacts import ArtifactStore
+from lambdaml.control.auth import AuthState, AuthWatcher
 from lambdaml.package import build
 from lambdaml.serve.server import ModelServer
 
@@ -49,10 +51,27 @@ async def bare(incoming: Request) -> dict:
     return {"output": echo(**body["input"])}
 
 
+NO_TOKENS = AuthState(required=False, tokens={})
+
+
+async def _no_tokens() -> AuthState:
+    return NO_TOKENS
+
+
+async def _records_dropped(updates: list, running: list) -> dict:
+    return {}  # no control application here: its side is bench_cpu_split's
+
+
 def server_for(function, store: ArtifactStore) -> ModelServer:
+    """A replica's server outside Ray: tokens off, as a cluster without tokens publishes; records
+    go nowhere (the tracker still collects and hands them over every 100 ms)."""
     deployable = model(name="m")(function)
     manifest = store.save(*build(deployable, {}))
-    return ModelServer(store.artifact_url("m", manifest.version))
+    open_cluster = AuthWatcher(_no_tokens, NO_TOKENS)
+    with unittest.mock.patch("lambdaml.serve.server.published_watcher", lambda: open_cluster):
+        server = ModelServer(store.artifact_url("m", manifest.version))
+    server.tracker._send = _records_dropped
+    return server
 
 
 async def per_call_us(handler, calls: int = 5000) -> float:

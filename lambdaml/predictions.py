@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import math
 import re
-import secrets
 import threading
 import time
 import typing
@@ -23,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lambdaml import client
+from lambdaml._ids import new_id
 from lambdaml._durations import parse_duration
 from lambdaml.errors import ClusterError, LambdamlError, PredictionNotFoundError, WaitTimeoutError
 from lambdaml.schema import ID_RULE, PREDICTION_ID, Prediction, WebhookEvent
@@ -217,11 +217,6 @@ def webhook_secret() -> str:
 
 
 # ------------------------------------------------------------------ many at once (Model.map)
-
-
-def new_id() -> str:
-    """A random prediction id, as the server makes them."""
-    return secrets.token_hex(16)
 
 
 def outputs_in_order(name: str, inputs: Iterable[dict[str, Any]], in_flight: int) -> Iterator[Any]:

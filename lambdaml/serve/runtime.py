@@ -17,7 +17,6 @@ import contextlib
 import inspect
 import pathlib
 import time
-import secrets
 import shutil
 import tempfile
 import traceback
@@ -27,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from lambdaml import _clock
+from lambdaml._ids import new_id
 from lambdaml._file_basics import output_location
 from lambdaml.serve import log_capture, streams, transfer
 from lambdaml._settings import cancel_grace
@@ -150,7 +150,7 @@ class ModelRuntime:
         ``echoed`` and ``created_at``: the record's, when the caller made one already.
         """
         created_at, created = created_at or _clock.now(), time.perf_counter()
-        prediction_id = prediction_id or secrets.token_hex(16)
+        prediction_id = prediction_id or new_id()
         if isinstance(raw_input, BaseModel):
             inputs = raw_input
         else:

@@ -25,6 +25,7 @@ from ray import serve
 from starlette.responses import Response, StreamingResponse
 
 from lambdaml import _clock
+from lambdaml._ids import new_id
 from lambdaml._http import (
     BodyTooLarge, base_url, cancel_after, error_response, hold_seconds, invalid_response, json_response, location,
     method_not_allowed, read_body, too_large_response,
@@ -254,7 +255,7 @@ class ModelServer:
         streaming: bool = False, token_id: str | None = None,
     ) -> Flight:
         """Hold a new prediction and start it as a task of its own (the caller may be told 202 while it runs)."""
-        prediction_id = prediction_id or secrets.token_hex(16)
+        prediction_id = prediction_id or new_id()
         kind = self._kind
         urls = {"get": f"{base}/v1/{kind}/{prediction_id}", "cancel": f"{base}/v1/{kind}/{prediction_id}/cancel"}
         if self.runtime.schema.streaming:
