@@ -12,7 +12,7 @@ Every run uses a new database: a SQLite file in a temporary folder, or a new
 database on a PostgreSQL server started by ``tests/postgres.py`` (default
 settings: fsync on; SQLite runs in WAL mode with ``synchronous=NORMAL``).
 
-Usage: ``python bench/bench_records.py [--runs 5] [--records 5000]`` (records
+Usage: ``python bench/bench_records.py [--runs 5] [--records 5000] [--ids time|random]`` (records
 per replica). Prints a Markdown table and writes ``bench/results/records.json``.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests/pos
 import psycopg  # noqa: E402
 
 from lambdaml import _clock  # noqa: E402
+from lambdaml._ids import new_id  # noqa: E402
 from lambdaml.control.records import Records  # noqa: E402
 from tests.postgres import postgres_server  # noqa: E402
 
@@ -62,15 +64,19 @@ def succeeded(prediction_id: str, webhook: str | None) -> dict:
     }
 
 
-def replica(records: Records, name: str, count: int, webhook: str | None) -> None:
-    """Send ``count`` records through ``sync``, each starting in one batch and succeeded in the next."""
+ID_KINDS = {"time": new_id, "random": lambda: secrets.token_hex(16)}  # replicas' ids; before stop 27, random
+
+
+def replica(records: Records, name: str, count: int, webhook: str | None, make_id=new_id) -> str:
+    """Send ``count`` records through ``sync``, each starting in one batch and succeeded in the next; the last id."""
     half = BATCH // 2
     previous: list[str] = []
     for first in range(0, count + half, half):
-        new = [f"{name}-{i}" for i in range(first, min(first + half, count))]
+        new = [make_id() for _ in range(first, min(first + half, count))]
         updates = [succeeded(i, webhook) for i in previous] + [starting(i, name, webhook) for i in new]
         records.sync(name, updates, new)
-        previous = new
+        previous = new or previous
+    return previous[-1]
 
 
 def server_cpu_s(postmaster: int | None) -> float:
@@ -88,14 +94,18 @@ def server_cpu_s(postmaster: int | None) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(url: str, replicas: int, count: int, webhook: str | None, postmaster: int | None) -> tuple[float, float]:
+def one_run(
+    url: str, replicas: int, count: int, webhook: str | None, postmaster: int | None, make_id=new_id
+) -> tuple[float, float]:
     """Records per second of wall time, and per CPU second (this process and the server), all replicas together.
 
     The second stays meaningful on a shared machine, where other work takes the cores away.
     """
     records = Records(url)
+    last: list[str] = []
     threads = [
-        threading.Thread(target=replica, args=(records, f"r{n}", count, webhook)) for n in range(replicas)
+        threading.Thread(target=lambda n=n: last.append(replica(records, f"r{n}", count, webhook, make_id)))
+        for n in range(replicas)
     ]
     started, cpu_started = time.perf_counter(), time.process_time() + server_cpu_s(postmaster)
     for thread in threads:
@@ -103,7 +113,7 @@ def one_run(url: str, replicas: int, count: int, webhook: str | None, postmaster
     for thread in threads:
         thread.join()
     elapsed, cpu = time.perf_counter() - started, time.process_time() + server_cpu_s(postmaster) - cpu_started
-    assert records.get(f"r0-{count - 1}")["status"] == "succeeded"
+    assert all(records.get(prediction_id)["status"] == "succeeded" for prediction_id in last)
     records.close()  # after the CPU reading: the server's backends for these connections end here
     return replicas * count / elapsed, replicas * count / cpu
 
@@ -117,7 +127,7 @@ def fresh_database(backend: str, folder: Path, server: str) -> str:
     return f"{server.rsplit('/', 1)[0]}/bench_{number}"
 
 
-def measure(runs: int, count: int) -> list[dict]:
+def measure(runs: int, count: int, make_id=new_id) -> list[dict]:
     """Each configuration's rates; the runs go round the configurations, so a drifting machine hits them all alike."""
     configurations = list(itertools.product(("sqlite", "postgresql"), (1, 4), (False, True)))
     rates: dict[tuple, list[tuple[float, float]]] = {configuration: [] for configuration in configurations}
@@ -130,7 +140,7 @@ def measure(runs: int, count: int) -> list[dict]:
                     url = fresh_database(backend, Path(folder), server)
                     webhook = "https://example.com/hook" if webhooks else None
                     server_pid = postmaster if backend == "postgresql" else None
-                    rates[backend, replicas, webhooks].append(one_run(url, replicas, count, webhook, server_pid))
+                    rates[backend, replicas, webhooks].append(one_run(url, replicas, count, webhook, server_pid, make_id))
                 print(f"  run {run + 1}/{runs} done", flush=True)
     return [
         {
@@ -163,11 +173,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--records", type=int, default=5000, help="records per replica and run")
+    parser.add_argument("--ids", choices=sorted(ID_KINDS), default="time",
+                        help="lambdaml's ids (time first), or fully random ones as before stop 27")
     args = parser.parse_args()
     load_before = os.getloadavg()
-    results = measure(args.runs, args.records)
+    results = measure(args.runs, args.records, ID_KINDS[args.ids])
     loads = {"load_average_before": load_before, "load_average_after": os.getloadavg()}  # a busy machine shows here
-    save("records", {"batch": BATCH, "records_per_replica": args.records, **loads, "results": results})
+    save("records", {"batch": BATCH, "records_per_replica": args.records, "ids": args.ids, **loads, "results": results})
     print(f"Load average (1, 5, 15 min): before {load_before}, after {loads['load_average_after']}\n")
     print(report(results))
 
