@@ -41,7 +41,7 @@ from lambdaml.errors import InputError
 from lambdaml.serve.metrics import ModelMetrics
 from lambdaml.package import unpack
 from lambdaml.serve.runtime import ModelRuntime
-from lambdaml.serve.tracker import CALLER_WENT_AWAY, CANCELED_BY_CALLER, FINAL, SHUT_DOWN, Flight, Tracker
+from lambdaml.serve.tracker import CALLER_WENT_AWAY, CANCELED_BY_CALLER, FINAL, SHUT_DOWN, Flight, Tracker, start_task
 from lambdaml.control.auth import ANONYMOUS, OPEN, Caller, forbidden, published_watcher, unauthorized
 from lambdaml.serve import training
 from lambdaml.serve.training import Trainer, weights_location
@@ -221,7 +221,9 @@ class ModelServer:
             )
         else:
             streaming = self.runtime.schema.streaming and b"text/event-stream" in headers.get(b"accept", b"")
-            flight = self._start(body, prediction_id, input_hash, base_url(headers), deadline, streaming, caller.token_id)
+            flight = self._start(
+                body, prediction_id, input_hash, base_url(headers), deadline, streaming, caller.token_id, waited=hold > 0,
+            )
             if streaming:
                 return StreamingResponse(self._events(flight), media_type="text/event-stream")
         return await self._hold(flight, hold)
@@ -252,9 +254,11 @@ class ModelServer:
 
     def _start(
         self, body: BaseModel, prediction_id: str | None, input_hash: str, base: str, deadline: float | None,
-        streaming: bool = False, token_id: str | None = None,
+        streaming: bool = False, token_id: str | None = None, waited: bool = True,
     ) -> Flight:
-        """Hold a new prediction and start it as a task of its own (the caller may be told 202 while it runs)."""
+        """Hold a new prediction and start it as a task of its own (the caller may be told 202 while it runs).
+        ``waited``: a caller waits for it, so it starts at once (``start_task``); else a ``respond-async``
+        caller is told ``starting``, as the prediction is, and it starts at the next turn of the loop."""
         prediction_id = prediction_id or new_id()
         kind = self._kind
         urls = {"get": f"{base}/v1/{kind}/{prediction_id}", "cancel": f"{base}/v1/{kind}/{prediction_id}/cancel"}
@@ -270,9 +274,9 @@ class ModelServer:
         flight = self.tracker.add(record, input_hash, token_id)
         if streaming:
             flight.queue = asyncio.Queue()
-        flight.task = asyncio.get_running_loop().create_task(self._run(flight, body.input))
+        flight.task = start_task(self._run(flight, body.input), eager=waited)  # a quick one may have ended already
         flight.task.add_done_callback(lambda task: self._settle(flight, task))
-        if deadline:
+        if deadline and flight.record["status"] not in FINAL:
             flight.cancel_after(deadline)
         return flight
 
@@ -382,7 +386,8 @@ class ModelServer:
         except ValidationError as exc:
             return {"invalid": _handle_invalid(self.runtime, inputs, exc)}
         try:
-            await asyncio.wait([flight.task])  # waiting is cancelled, not the task
+            if flight.record["status"] not in FINAL:
+                await asyncio.wait([flight.task])  # waiting is cancelled, not the task
         except asyncio.CancelledError:
             flight.cancel(CALLER_WENT_AWAY)
             raise

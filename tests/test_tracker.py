@@ -1,0 +1,84 @@
+"""A prediction's own task (``lambdaml.serve.tracker.start_task``): started eagerly where Python can."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+
+import pytest
+
+from lambdaml.serve.tracker import start_task
+
+EAGER = sys.version_info >= (3, 12)  # asyncio's eager tasks
+where = contextvars.ContextVar("where", default="caller")
+
+
+def test_a_quick_prediction_ends_within_start_task_as_its_own_task_where_python_has_eager_tasks():
+    seen: dict = {}
+
+    async def quick() -> str:
+        seen["task"] = asyncio.current_task()
+        where.set("prediction")
+        return "done"
+
+    async def caller() -> None:
+        me = asyncio.current_task()
+        task = start_task(quick())
+        assert task.done() is EAGER  # 3.11: it runs at the next turn of the event loop
+        assert asyncio.current_task() is me
+        assert await task == "done"
+        assert seen["task"] is task  # it ran inside its own task, never the caller's
+        assert where.get() == "caller"  # in a context of its own
+
+    asyncio.run(caller())
+
+
+def test_a_task_not_asked_to_be_eager_starts_at_the_next_turn():
+    ran = []
+
+    async def quick() -> None:
+        ran.append(True)
+
+    async def caller() -> None:
+        task = start_task(quick(), eager=False)  # an async prediction's: its caller is told `starting`
+        assert not ran and not task.done()
+        await task
+        assert ran
+
+    asyncio.run(caller())
+
+
+def test_a_prediction_that_waits_goes_on_as_its_task_and_can_be_cancelled():
+    async def caller() -> None:
+        waited: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        async def waits() -> None:
+            async with asyncio.timeout(30):  # inside a task: current_task() is this one from the first step
+                await waited
+
+        task = start_task(waits())
+        await asyncio.sleep(0.01)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert waited.cancelled()
+
+    asyncio.run(caller())
+
+
+def test_a_timeout_inside_the_prediction_ends_only_the_prediction():
+    async def too_long() -> str:
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            return "timed out"
+        return "finished"
+
+    async def caller() -> None:
+        assert await start_task(too_long()) == "timed out"
+        assert asyncio.current_task().cancelling() == 0  # the caller was never the one cancelled
+
+    asyncio.run(caller())
