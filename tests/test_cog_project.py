@@ -53,11 +53,15 @@ def deploy_refused(*args: str) -> str:
     return output
 
 
+HERE = "{}.{}".format(*sys.version_info[:2])  # the cluster's Python: the suite's own
+OTHER = "3.13" if HERE != "3.13" else "3.12"
+
+
 def test_cog_yaml_gives_the_model_its_defaults(tmp_path):
     root = make_project(tmp_path / "My_Captioner", """
         build:
           gpu: true
-          python_version: "3.11"
+          python_version: "HERE"
           python_packages: ["tabulate==0.9.0", "local pkg/dist.whl"]
           python_requirements: requirements.txt
         predict: "predict.py:Predictor"
@@ -66,7 +70,7 @@ def test_cog_yaml_gives_the_model_its_defaults(tmp_path):
         environment:
           - MODE=fast
           - EMPTY=
-        """, **{"requirements.txt": "# pins\nrich==13.7.1  # a comment\n\n", "local pkg/dist.whl": "not really"})
+        """.replace("HERE", HERE), **{"requirements.txt": "# pins\nrich==13.7.1  # a comment\n\n", "local pkg/dist.whl": "not really"})
     project = cog_project.read(root)
     assert project.default_name == "my-captioner"
     assert project.packages[:1] == ("tabulate==0.9.0",) and project.packages[2] == "rich==13.7.1"
@@ -148,8 +152,8 @@ def test_a_directory_too_big_to_ship(tmp_path):
 
 
 def test_another_python_is_one_line_or_refused(tmp_path):
-    root = make_project(tmp_path / "py313", 'build:\n  python_version: "3.13"\npredict: "predict.py:Predictor"\n')
-    assert "asks for Python 3.13; the model runs on the cluster's Python 3.11" in cog.load(root).notes[0]
+    root = make_project(tmp_path / "other", f'build:\n  python_version: "{OTHER}"\npredict: "predict.py:Predictor"\n')
+    assert f"asks for Python {OTHER}; the model runs on the cluster's Python {HERE}" in cog.load(root).notes[0]
     assert "--strict-python" in deploy_refused(str(root), "--strict-python")
 
 
