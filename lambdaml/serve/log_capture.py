@@ -131,8 +131,7 @@ def _capture_record(record: logging.LogRecord) -> None:
         return  # a write the tee has handled already
     capture = _current.get()
     if capture is None:
-        # Serve's access line of every request holds no secret: not formatted and searched here
-        if _everywhere and not getattr(record, "serve_access_log", False):
+        if _everywhere:
             record.msg, record.args = _masked(record.getMessage(), _everywhere), None
         return
     message = capture.add(record.getMessage())
@@ -145,6 +144,8 @@ class _ServePrintFilter(logging.Filter):
     """Picks up ``print()`` calls, which Ray Serve sends to its own logger."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "serve_access_log", False):  # one per request: no print, no secret
+            return True
         _capture_record(record)
         if isinstance(record.msg, str) and record.msg.endswith("\n") and not record.args:
             record.msg = record.msg[:-1]  # Serve's print keeps end="\n": one line in the log file, not two

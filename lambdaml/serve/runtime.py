@@ -167,8 +167,10 @@ class ModelRuntime:
                 prediction_id, "failed", echoed, created_at=created_at, completed_at=_clock.now(),
                 error=f"The model's setup() failed, so it cannot predict: {self._setup['error']}",
             )
-        kwargs = {name: getattr(inputs, name) for name in type(inputs).model_fields}
-        masked = self._masked + [kwargs[name].get_secret_value() for name in self.schema.secret_fields if kwargs[name]]
+        kwargs = dict(inputs.__dict__)  # a validated model's fields, by name
+        masked = self._masked
+        if self.schema.secret_fields:
+            masked = masked + [kwargs[name].get_secret_value() for name in self.schema.secret_fields if kwargs[name]]
         figures: dict[str, float] = {}
         logs = log_capture.capture(masked)
         started_at = None

@@ -215,8 +215,11 @@ def upload_outputs(output: Any, key: str, location: str | None) -> Any:
     return replace_in(output, pathlib.PurePath, lambda path: _deliver(pathlib.Path(path), key, location))
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def has_files(output: Any) -> bool:
-    return bool(found_in(output, pathlib.PurePath))
+    return type(output) not in _SCALARS and bool(found_in(output, pathlib.PurePath))  # most outputs are scalars
 
 
 def total_size(output: Any) -> int:
