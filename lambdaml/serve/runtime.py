@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import inspect
 import pathlib
 import time
@@ -178,17 +177,20 @@ class ModelRuntime:
         try:
             if folder is not None:
                 kwargs = await self._fetch(kwargs, folder, figures)
-            async with self._slots:  # at most `concurrency` run; the rest wait here, visible to the autoscaler
-                self._metrics.started()
-                try:
-                    started_at, started = _clock.now(), time.perf_counter()
-                    if on_start is not None:
-                        on_start(started_at, logs)
-                    with logs:
-                        output, error = await self._call(kwargs, prediction_id, logs, figures, on_item)
-                finally:
-                    self._metrics.stopped()
-                figures["predict_time"] = time.perf_counter() - started
+            # at most `concurrency` run; the rest wait here, visible to the autoscaler. acquire/release
+            # rather than `async with`: two coroutines fewer per request, on the request path
+            await self._slots.acquire()
+            self._metrics.started()
+            try:
+                started_at, started = _clock.now(), time.perf_counter()
+                if on_start is not None:
+                    on_start(started_at, logs)
+                with logs:
+                    output, error = await self._call(kwargs, prediction_id, logs, figures, on_item)
+            finally:
+                self._metrics.stopped()
+                self._slots.release()
+            figures["predict_time"] = time.perf_counter() - started
         except asyncio.CancelledError:  # a BaseException: queued, fetching or running, it is counted here
             self._metrics.finished("canceled")
             if cancel_reason is None:
@@ -243,8 +245,10 @@ class ModelRuntime:
                 work = self._collect(kwargs, prediction_id, figures, on_item)
             else:
                 work = self._single(kwargs, prediction_id, figures)
-            # unlike wait_for, no extra task per request; and no timer at all without a timeout
-            async with asyncio.timeout(self.spec.timeout) if self.spec.timeout else contextlib.nullcontext():
+            if self.spec.timeout:  # unlike wait_for, no extra task per request
+                async with asyncio.timeout(self.spec.timeout):
+                    output = await work
+            else:  # no timer, and no context manager's two coroutines, per request
                 output = await work
             figures.update(self._gpu.peak())
             return output, None
