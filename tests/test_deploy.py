@@ -189,8 +189,14 @@ def test_env_and_secrets_reach_replicas_but_no_listing_artifact_or_log(deployed,
     assert all(secret.encode() not in path.read_bytes() for path in store.rglob("*") if path.is_file())
     ray_logs = Path(cluster.temp_dir, "ray", "session_latest", "logs")
 
+    def contents(path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:  # Ray removed it (monitor.log, once) between the listing and the read
+            return b""
+
     def logged(text: bytes) -> bool:
-        return any(text in path.read_bytes() for path in ray_logs.rglob("*") if path.is_file())
+        return any(text in contents(path) for path in ray_logs.rglob("*") if path.is_file())
 
     deadline = time.monotonic() + 60
     while not logged(b"secretive-done"):

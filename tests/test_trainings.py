@@ -147,7 +147,7 @@ def test_a_model_forwards_its_trainings_and_one_without_a_trainer_says_so(coach)
                         headers={"Prefer": "wait"}, timeout=60)
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "succeeded" and answer.headers["Location"].endswith(f"/v1/trainings/{answer.json()['id']}")
-    missing = httpx.post(f"{coach}/untrained/trainings", json={"input": {}})
+    missing = httpx.post(f"{coach}/untrained/trainings", json={"input": {}}, timeout=30)  # it asks Serve's controller
     assert missing.status_code == 404 and "no training function" in missing.json()["detail"]
 
 
