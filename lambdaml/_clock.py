@@ -5,23 +5,27 @@ One formatter for predictions (three stamps per request) and artifact records.
 
 from __future__ import annotations
 
-import functools
 import time
 
 
-@functools.lru_cache(maxsize=2)
-def _utc_second(second: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+_second = (-1, "")  # the last second formatted, and its text up to the microseconds
+
+
+def _stamp(micros: int) -> str:
+    """Microseconds since the epoch as text. Each second is formatted once; the microseconds are
+    the digits of ``1_000_000 + micro`` less the first (no format spec): ``now()`` runs three times
+    per prediction, and ``datetime.isoformat``, then ``f"{micro:06d}"``, were a measurable share."""
+    global _second
+    second = micros // 1_000_000
+    known = _second
+    if known[0] != second:  # one tuple, replaced whole: another thread never sees half of it
+        known = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)))
+    return known[1] + str(micros - second * 1_000_000 + 1_000_000)[1:] + "+00:00"
 
 
 def now() -> str:
-    """The UTC time, e.g. ``2026-11-22T08:02:42.063804+00:00``.
-
-    Each second is formatted once: ``datetime.now(timezone.utc).isoformat()``,
-    three times per prediction, was a measurable share of a request's cost.
-    """
-    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
-    return f"{_utc_second(second)}.{micro:06d}+00:00"
+    """The UTC time, e.g. ``2026-11-22T08:02:42.063804+00:00``."""
+    return _stamp(time.time_ns() // 1000)
 
 
 def after(seconds: float) -> str:
@@ -31,5 +35,4 @@ def after(seconds: float) -> str:
 
 def at(timestamp: float) -> str:
     """A Unix timestamp formatted as ``now()`` does."""
-    second, micro = divmod(round(timestamp * 1_000_000), 1_000_000)
-    return f"{_utc_second(second)}.{micro:06d}+00:00"
+    return _stamp(round(timestamp * 1_000_000))

@@ -13,6 +13,7 @@ import functools
 import itertools
 import http.server
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -45,6 +46,13 @@ os.environ["COLUMNS"] = "200"  # the CLI's tables print whole URLs, as in a norm
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"  # else every gcsfs call first waits 60 s on a gRPC probe
 
 FAKE_GPU_RESOURCES = {"accelerator_type:A100": 1}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The session's cluster directory (Ray's logs and spill, artifacts, records: gigabytes) goes
+    with it once its fixtures have stopped; after a failure it stays, for reading its logs."""
+    if exitstatus == 0:
+        shutil.rmtree(TEST_TEMP_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -45,10 +45,12 @@ class _Capture:
     one object that is current for exactly one prediction, in its task and its thread.
     """
 
+    __slots__ = ("parts", "metrics", "secrets", "_token")
+
     def __init__(self, secrets: list[str]):
         self.parts: list[str] = []
         self.metrics: dict[str, Any] | None = None
-        self.secrets = maskable(secrets)
+        self.secrets = maskable(secrets) if secrets else secrets
         self._token: contextvars.Token | None = None
 
     def __enter__(self) -> _Capture:
@@ -70,6 +72,7 @@ class _Capture:
         return "".join(self.parts)
 
 
+_NO_SECRETS: list[str] = []  # shared, never changed
 _current: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar("lambdaml_capture", default=None)
 _everywhere: list[str] = []
 
@@ -176,7 +179,7 @@ def install() -> None:
 
 def capture(secrets: list[str] | None = None) -> _Capture:
     """``with capture() as logs:`` collects everything printed inside (and in threads started with its context)."""
-    return _Capture(secrets or [])
+    return _Capture(secrets or _NO_SECRETS)
 
 
 def flush_serve_logs() -> None:

@@ -41,12 +41,10 @@ OnStart = Callable[[str, Any], None] | None  # (started_at, the log capture)
 Inputs = dict[str, Any] | BaseModel  # raw inputs, or inputs already validated (``ModelRuntime.parse``)
 
 
-def _prediction(prediction_id: str, status: str, echoed: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    """A prediction object with every field of ``schema.Prediction``, in its order."""
-    prediction = {"id": prediction_id, "status": status, "input": echoed, "output": None, "error": None, "logs": "",
-                  "metrics": {}, "created_at": None, "started_at": None, "completed_at": None}
-    prediction.update(fields)
-    return prediction
+def _prediction(prediction_id: str, echoed: dict[str, Any], created_at: str) -> dict[str, Any]:
+    """A new prediction object with every field of ``schema.Prediction``, in its order (``predict`` fills it in)."""
+    return {"id": prediction_id, "status": "starting", "input": echoed, "output": None, "error": None, "logs": "",
+            "metrics": {}, "created_at": created_at, "started_at": None, "completed_at": None}
 
 
 def _error_message(exc: BaseException, debug: bool) -> str:
@@ -130,26 +128,25 @@ class ModelRuntime:
     async def predict(
         self,
         raw_input: Inputs,
-        prediction_id: str | None = None,
+        record: dict[str, Any] | None = None,
         on_item: OnItem = None,
         on_start: OnStart = None,
         cancel_reason: Callable[[], str] | None = None,
-        echoed: dict[str, Any] | None = None,
-        created_at: str | None = None,
     ) -> dict[str, Any]:
         """Run one prediction and return the prediction object (a JSON-ready dict).
 
         Raises InputError (nothing runs) if the inputs are invalid or unreachable.
 
+        ``record``: the prediction's record, made by the caller with its ``id``, ``input``
+        (echoed) and ``created_at``. It is filled in and returned: one dict per prediction,
+        not a new one merged into it (each copy cost on every request). Without it, a new one.
         For a generator predict, ``on_item`` is awaited with each output item as it is produced.
         ``on_start(started_at, logs)`` is called when predict starts running (its slot is free).
         With ``cancel_reason``, cancelling the task that runs this coroutine ends it with a
         ``canceled`` prediction whose error is ``cancel_reason()``, once the work has really
         stopped (a sync predict's thread included); without it, ``CancelledError`` propagates.
-        ``echoed`` and ``created_at``: the record's, when the caller made one already.
         """
-        created_at, created = created_at or _clock.now(), time.perf_counter()
-        prediction_id = prediction_id or new_id()
+        created = time.perf_counter()
         if isinstance(raw_input, BaseModel):
             inputs = raw_input
         else:
@@ -158,14 +155,14 @@ class ModelRuntime:
             except InputError:
                 self._metrics.finished("invalid")
                 raise
-        if echoed is None:
-            echoed = self.schema.echo(inputs)
+        if record is None:
+            record = _prediction(new_id(), self.schema.echo(inputs), _clock.now())
+        prediction_id = record["id"]
         if self.setup_failed:
             self._metrics.finished("failed")
-            return _prediction(
-                prediction_id, "failed", echoed, created_at=created_at, completed_at=_clock.now(),
-                error=f"The model's setup() failed, so it cannot predict: {self._setup['error']}",
-            )
+            record.update(status="failed", completed_at=_clock.now(),
+                          error=f"The model's setup() failed, so it cannot predict: {self._setup['error']}")
+            return record
         kwargs = dict(inputs.__dict__)  # a validated model's fields, by name
         masked = self._masked
         if self.schema.secret_fields:
@@ -195,34 +192,25 @@ class ModelRuntime:
             self._metrics.finished("canceled")
             if cancel_reason is None:
                 raise
-            return _prediction(
-                prediction_id, "canceled", echoed, error=cancel_reason(), logs=logs.text(),
-                metrics={"total_time": time.perf_counter() - created}, created_at=created_at,
-                started_at=started_at, completed_at=_clock.now(),
-            )
+            record.update(status="canceled", error=cancel_reason(), logs=logs.text(), started_at=started_at,
+                          metrics={"total_time": time.perf_counter() - created}, completed_at=_clock.now())
+            return record
         finally:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
         status = "failed" if error is not None else "succeeded"
-        self._metrics.finished(status, **figures)
+        self._metrics.finished(status, figures)
         if error is not None:
-            self.recent_errors.append({"id": prediction_id, "at": created_at, "error": error})
-        figures["total_time"] = time.perf_counter() - created
-        metrics = {key: figures[key] for key in ("predict_time", "fetch_time", "total_time") if key in figures}
+            self.recent_errors.append({"id": prediction_id, "at": record["created_at"], "error": error})
+        metrics = {"predict_time": figures["predict_time"]}
+        if "fetch_time" in figures:
+            metrics["fetch_time"] = figures["fetch_time"]
+        metrics["total_time"] = time.perf_counter() - created
         if logs.metrics:  # what the model recorded itself (a Cog model's current_scope().record_metric)
             metrics = {**logs.metrics, **metrics}
-        return _prediction(
-            prediction_id,
-            status,
-            echoed,
-            output=output,
-            error=error,
-            logs=logs.text(),
-            metrics=metrics,
-            created_at=created_at,
-            started_at=started_at,
-            completed_at=_clock.now(),
-        )
+        record.update(status=status, output=output, error=error, logs=logs.text(), metrics=metrics,
+                      started_at=started_at, completed_at=_clock.now())
+        return record
 
     async def _fetch(self, kwargs: dict[str, Any], folder: pathlib.Path, figures: dict[str, float]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -295,8 +283,10 @@ class ModelRuntime:
         job.done_future.exception()  # Interrupted, as asked: retrieved, so asyncio does not warn
 
     async def _single(self, kwargs: dict[str, Any], prediction_id: str, figures: dict[str, float]) -> Any:
-        call = self._batcher(kwargs) if self._batcher is not None else self._invoke(kwargs)
-        return await self._deliver(await call, prediction_id, figures)
+        result = await (self._batcher(kwargs) if self._batcher is not None else self._invoke(kwargs))
+        if transfer.has_files(result):
+            return await self._deliver(result, prediction_id, figures)
+        return self.schema.dump_output(result)  # no coroutine of _deliver's: the usual case, on every request
 
     async def _collect(
         self, kwargs: dict[str, Any], prediction_id: str, figures: dict[str, float], on_item: OnItem

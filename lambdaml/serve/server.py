@@ -291,25 +291,22 @@ class ModelServer:
                 if flight.queue is not None:
                     await flight.queue.put(("item", item))
 
+        # Filled in place (runtime.predict). A trainer's stays ``processing`` in the flight until its
+        # version is published (trainer.finish), so it works on a copy.
+        record = dict(flight.record) if self.trainer else flight.record
         try:
-            prediction = await self.runtime.predict(
-                inputs, flight.record["id"], on_item=on_item,
-                on_start=lambda started_at, logs: self.tracker.started(flight, started_at, logs),
-                cancel_reason=flight.reason, echoed=flight.record["input"], created_at=flight.record["created_at"],
-            )
+            await self.runtime.predict(inputs, record, on_item=on_item, on_start=flight.started, cancel_reason=flight.reason)
         except InputError as exc:  # a file input that could not be had: nothing ran
             flight.invalid = exc
-            prediction = {"status": "failed", "error": str(exc), "completed_at": _clock.now()}
+            record.update(status="failed", error=str(exc), completed_at=_clock.now())
         except Exception as exc:  # a bug of ours: the prediction still ends in a record
-            prediction = {"status": "failed", "error": f"lambdaml could not run the prediction: {exc!r}",
-                          "completed_at": _clock.now()}
+            record.update(status="failed", error=f"lambdaml could not run the prediction: {exc!r}", completed_at=_clock.now())
         if self.trainer:
-            prediction = await self.trainer.finish(prediction)
-        self._end(flight, {**flight.record, **prediction})
+            record = await self.trainer.finish(record)
+        self._end(flight, record)
 
     def _end(self, flight: Flight, record: dict[str, Any]) -> None:
         self.tracker.finished(flight, record)
-        flight.wake()
         if flight.queue is not None:
             flight.queue.put_nowait(("invalid", flight.invalid) if flight.invalid is not None else ("prediction", record))
 
