@@ -17,8 +17,27 @@ from lambdaml._durations import parse_duration
 from lambdaml.errors import InputError
 
 
+class JSONAnswer(Response):
+    """A response whose body is JSON, encoded already.
+
+    Hand-written: Starlette's ``Response.__init__`` (``render``, then the headers through
+    ``init_headers``) took 1.46 us, against 0.30 us for the same headers set here, and a
+    replica sends one per prediction (Python 3.11, 2026-12-06).
+    """
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int = 200, headers: dict[str, str] | None = None):
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+        if headers:
+            self.raw_headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(to_json(body), status_code=status, media_type="application/json", headers=headers)
+    return JSONAnswer(to_json(body), status, headers)
 
 
 def error_response(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:

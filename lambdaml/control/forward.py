@@ -16,7 +16,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lambdaml._http import BodyTooLarge, base_url, error_response, invalid_response, json_response, read_body, too_large_response
+from lambdaml._http import (
+    BodyTooLarge, JSONAnswer, base_url, error_response, invalid_response, json_response, read_body, too_large_response,
+)
 from lambdaml._settings import TRAINER_SUFFIX, max_request_bytes
 from lambdaml.control import v1
 from lambdaml.control.auth import ANONYMOUS, Caller, UrlKeys, unauthorized
@@ -90,7 +92,7 @@ class Forwarder:
             return error_response(503, "Model unavailable", f"{v1.OWNER}/{model['name']} cannot take {what} now: {exc}",
                                   {"Retry-After": "1"})
         if status not in (200, 202):
-            return Response(answer, status, media_type="application/json")  # lambdaml's error, in Replicate's shape
+            return JSONAnswer(answer, status)  # lambdaml's error, in Replicate's shape
         shape = v1.training_json if training_of is not None else v1.prediction_json
         return json_response(shape(json.loads(answer), self._keys, created=True), 201)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from lambdaml._http import JSONAnswer
 from lambdaml.control.auth import Caller
 
 logger = logging.getLogger("ray.serve")
@@ -75,7 +76,7 @@ class CanaryRouter:
         extra = {}
         if status == 202:
             extra["Location"] = json.loads(body)["urls"]["get"]
-        return Response(body, status, extra, media_type="application/json")
+        return JSONAnswer(body, status, extra)
 
     async def _refresh_forever(self) -> None:
         while True:

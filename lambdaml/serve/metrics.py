@@ -144,15 +144,19 @@ class CumulativeHistogram:
 
 
 class GpuMemory:
-    """Peak CUDA memory of one prediction, when the model uses torch with CUDA."""
+    """Peak CUDA memory of one prediction, when the model uses torch with CUDA (``found``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cuda: Any):
+        self._cuda = cuda
+
+    @classmethod
+    def found(cls) -> GpuMemory | None:
+        """One for this process's CUDA, or None (no torch, or no GPU): nothing to do per prediction."""
         torch: Any = sys.modules.get("torch")
-        self._cuda = torch.cuda if torch is not None and torch.cuda.is_available() else None
+        return cls(torch.cuda) if torch is not None and torch.cuda.is_available() else None
 
     def reset(self) -> None:
-        if self._cuda is not None:
-            self._cuda.reset_peak_memory_stats()
+        self._cuda.reset_peak_memory_stats()
 
-    def peak(self) -> dict[str, float]:
-        return {"gpu_peak": float(self._cuda.max_memory_allocated())} if self._cuda is not None else {}
+    def peak(self) -> float:
+        return float(self._cuda.max_memory_allocated())

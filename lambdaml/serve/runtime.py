@@ -106,7 +106,7 @@ class ModelRuntime:
         self.stuck: str | None = None  # why this replica must be replaced (see _until_stopped)
         self._output_location = outputs or output_location(self.spec.output_url)  # a trainer's: beside the artifacts
         self._input_locations = input_locations(self._output_location)  # for s3:// and gs:// inputs
-        self._gpu = GpuMemory()  # after setup(), which is where torch gets imported
+        self._gpu = GpuMemory.found()  # after setup(), which is where torch gets imported
 
     @property
     def setup_failed(self) -> bool:
@@ -205,6 +205,8 @@ class ModelRuntime:
         metrics = {"predict_time": figures["predict_time"]}
         if "fetch_time" in figures:
             metrics["fetch_time"] = figures["fetch_time"]
+        if "gpu_peak" in figures:  # lambdaml status and the web page read it from the records
+            metrics["gpu_peak"] = figures["gpu_peak"]
         metrics["total_time"] = time.perf_counter() - created
         if logs.metrics:  # what the model recorded itself (a Cog model's current_scope().record_metric)
             metrics = {**logs.metrics, **metrics}
@@ -227,7 +229,8 @@ class ModelRuntime:
         self, kwargs: dict[str, Any], prediction_id: str, logs: Any, figures: dict[str, float], on_item: OnItem
     ) -> tuple[Any, str | None]:
         """Run predict with the timeout and deliver its output (files included): ``(output, error)``."""
-        self._gpu.reset()
+        if self._gpu is not None:
+            self._gpu.reset()
         try:
             if self.schema.streaming:
                 work = self._collect(kwargs, prediction_id, figures, on_item)
@@ -238,7 +241,8 @@ class ModelRuntime:
                     output = await work
             else:  # no timer, and no context manager's two coroutines, per request
                 output = await work
-            figures.update(self._gpu.peak())
+            if self._gpu is not None:
+                figures["gpu_peak"] = self._gpu.peak()
             return output, None
         except TimeoutError:
             return None, f"The prediction took longer than its timeout of {self.spec.timeout:g} s (@model(timeout=...))"

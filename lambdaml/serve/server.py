@@ -27,7 +27,7 @@ from starlette.responses import Response, StreamingResponse
 from lambdaml import _clock
 from lambdaml._ids import new_id
 from lambdaml._http import (
-    BodyTooLarge, base_url, cancel_after, error_response, hold_seconds, invalid_response, json_response, location,
+    BodyTooLarge, JSONAnswer, base_url, cancel_after, error_response, hold_seconds, invalid_response, json_response, location,
     method_not_allowed, read_body, too_large_response,
 )
 from lambdaml.serve.canary import CanaryRouter
@@ -151,7 +151,7 @@ class ModelServer:
                     return method_not_allowed(method, path, "PUT")
                 return await self._http_create(request, headers, caller, prediction_id)
         if path == "/openapi.json":
-            return Response(self._openapi, media_type="application/json") if method == "GET" else method_not_allowed(method, path, "GET")
+            return JSONAnswer(self._openapi) if method == "GET" else method_not_allowed(method, path, "GET")
         if path == "/trainings" and method == "POST":  # a model's trainings run in its trainer application
             return await self._http_create(request, headers, caller, forward=TRAINER_SUFFIX)
         return error_response(
@@ -329,7 +329,7 @@ class ModelServer:
         if flight.record["status"] in FINAL:
             if flight.invalid is not None:
                 return invalid_response(flight.invalid, self._cog)
-            return Response(to_json(flight.record), media_type="application/json")
+            return JSONAnswer(to_json(flight.record))
 
         flight.background = True  # from now on no request holds it
         record = dict(flight.record)  # as it stands now, as what the records have after the flush

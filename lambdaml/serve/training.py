@@ -21,7 +21,7 @@ from typing import Any
 from starlette.responses import Response
 
 from lambdaml import _clock, _installs
-from lambdaml._http import error_response, location
+from lambdaml._http import JSONAnswer, error_response, location
 from lambdaml._settings import TRAINER_SUFFIX
 from lambdaml.artifacts import ArtifactStore, Manifest, load_code, load_manifest
 from lambdaml.control.auth import Caller
@@ -112,5 +112,4 @@ async def forward(name: str, raw: bytes, headers: dict[bytes, bytes], caller: Ca
     except Exception:
         return error_response(404, "Not found", f"{model} has no training function to run: give it one with "
                               "@model(train=...) or cog.yaml's train, and deploy it again.")
-    return Response(body, status, media_type="application/json",
-                    headers=location(json.loads(body)) if status in (200, 202) else None)
+    return JSONAnswer(body, status, location(json.loads(body)) if status in (200, 202) else None)
