@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -238,3 +239,29 @@ def test_in_flight_never_goes_below_zero_and_every_end_is_counted():
 
     asyncio.run(one_running_one_queued_both_cancelled())
     assert counted.outcomes == ["canceled", "canceled"] and counted.in_flight == 0 and counted.lowest == 0
+
+
+class _FakeCuda:
+    """torch.cuda as a model that uses a GPU sees it: peak memory reset per prediction, then read."""
+
+    def __init__(self):
+        self.resets = 0
+
+    def is_available(self) -> bool:
+        return True
+
+    def reset_peak_memory_stats(self) -> None:
+        self.resets += 1
+
+    def max_memory_allocated(self) -> int:
+        return 2 * 2**30
+
+
+def test_a_gpu_models_peak_memory_reaches_its_record(monkeypatch):
+    """Read per prediction from torch.cuda (a fake GPU here) into metrics, where the records and lambdaml status find it."""
+    cuda = _FakeCuda()
+    monkeypatch.setitem(sys.modules, "torch", type("torch", (), {"cuda": cuda}))
+    prediction = predict(ModelRuntime(shout), text="hi")
+    assert prediction.metrics["gpu_peak"] == 2 * 2**30 and cuda.resets == 1
+    monkeypatch.delitem(sys.modules, "torch")
+    assert "gpu_peak" not in predict(ModelRuntime(shout), text="hi").metrics
