@@ -285,19 +285,25 @@ class Tracker:
     async def _run_forever(self) -> None:
         while True:
             await asyncio.sleep(self.INTERVAL_S)
-            now = time.monotonic()
-            if now - self._last_progress >= self.PROGRESS_S:
-                self._last_progress = now
-                for flight in list(self.flights.values()):
-                    if (update := flight.progress()) is not None:
-                        self.update(update)
-            for flight in self.flights.values():
-                if flight._waiters:
-                    flight.expire(now)
-            self._snapshots()
-            if self._pending or (self.flights and now - self._last_sync >= self.POLL_S):
-                async with self._lock:
-                    await self._sync(now)
+            try:
+                await self._tick(time.monotonic())
+            except Exception:  # a bug of ours: the next tick must still come (the holds end here)
+                logger.exception("lambdaml: the prediction tracker's tick failed")
+
+    async def _tick(self, now: float) -> None:
+        """Progress (logs, output so far), the holds whose time is up, then what changed, to the records."""
+        if now - self._last_progress >= self.PROGRESS_S:
+            self._last_progress = now
+            for flight in list(self.flights.values()):
+                if (update := flight.progress()) is not None:
+                    self.update(update)
+        for flight in self.flights.values():
+            if flight._waiters:
+                flight.expire(now)
+        self._snapshots()
+        if self._pending or (self.flights and now - self._last_sync >= self.POLL_S):
+            async with self._lock:
+                await self._sync(now)
 
     async def _sync(self, now: float) -> None:
         self._sending, self._pending = self._pending, {}
