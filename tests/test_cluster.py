@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,7 @@ def test_shutdown_leaves_no_process_and_frees_the_ports(cluster, tmp_path_factor
         assert _cluster_processes(settings.temp_dir, info.supervisor_pid)
     finally:
         assert lambdaml_cluster.shutdown() is True
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert _cluster_processes(settings.temp_dir, info.supervisor_pid) == []
     ports_in_use = {local.rsplit(":", 1)[1] for local, _ in _listening_sockets()}
     assert not ports_in_use & set(ports.values())
@@ -218,7 +220,10 @@ def test_a_cluster_with_the_python_proxy_and_no_warm_workers(cluster, tmp_path):
     env = {**os.environ, "LAMBDAML_INGRESS": "python", "LAMBDAML_WARM_WORKERS": "0",
            "LAMBDAML_TEMP_DIR": f"/tmp/lmt-other-{free_port()}", "LAMBDAML_DATABASE_URL": f"sqlite:///{tmp_path}/records.db"}
     env.update({name: str(free_port()) for name in ("LAMBDAML_RAY_PORT", "LAMBDAML_HTTP_PORT", "LAMBDAML_DASHBOARD_PORT")})
-    result = subprocess.run([sys.executable, str(probe)], env=env, capture_output=True, text=True, timeout=400)
+    try:
+        result = subprocess.run([sys.executable, str(probe)], env=env, capture_output=True, text=True, timeout=400)
+    finally:
+        shutil.rmtree(env["LAMBDAML_TEMP_DIR"], ignore_errors=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["haproxy"] == []  # Ray's Python proxy answers instead
