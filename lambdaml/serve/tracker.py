@@ -3,7 +3,7 @@
 Each prediction a replica takes is a ``Flight``: its record as it stands, the
 task that runs it and, once asked, why it is being canceled. Records never go
 to the database from the request path: the ``Tracker`` collects changes and
-sends them in one call every 100 ms (``send``: the control application's
+sends them in one call every 0.5 s (``send``: the control application's
 ``sync``), which also reports which predictions still run here (the reaper's
 heartbeat) and brings back the cancel requests for them. Each sync takes a
 snapshot of what changed in the flights still running; a prediction that ends
@@ -169,9 +169,14 @@ class Flight:
 class Tracker:
     """This replica's flights, and the loop that keeps their records up to date."""
 
-    INTERVAL_S = 0.1  # how stale a record may be while nothing waits for it
+    INTERVAL_S = 0.1  # the tick: holds whose time is up end this late at most
+    # Changes of records nothing waits for, and the heartbeat of running predictions (which brings
+    # back cancel requests), at most this often. Each sync is a handle call that costs the control
+    # application ~2 ms of CPU whatever it carries (bench/README.md): every 0.1 s, that was a tenth
+    # of lambdaml's CPU per request under load. A 202 answer and a background prediction's end do
+    # not wait for it (``flush``).
+    SYNC_S = 0.5
     PROGRESS_S = 0.5  # logs and output events at most this often (webhooks, readers)
-    POLL_S = 0.2  # while predictions run here, ask for cancel requests this often (and report them alive)
 
     def __init__(self, send: Send, grace: float):
         self.flights: dict[str, Flight] = {}
@@ -229,7 +234,7 @@ class Tracker:
     def lookup(self, prediction_id: str) -> tuple[dict[str, Any], str, str | None] | None:
         """``(record, input hash, token id)`` of a prediction this replica holds or has not recorded yet, else None.
 
-        A sync prediction leaves ``flights`` when it ends, ~0.1 s before its record is written:
+        A sync prediction leaves ``flights`` when it ends, up to 0.5 s before its record is written:
         an idempotent ``PUT`` right after it must still find it.
         """
         if (flight := self.flights.get(prediction_id)) is not None:
@@ -301,7 +306,7 @@ class Tracker:
             if flight._waiters:
                 flight.expire(now)
         self._snapshots()
-        if self._pending or (self.flights and now - self._last_sync >= self.POLL_S):
+        if (self._pending or self.flights) and now - self._last_sync >= self.SYNC_S:
             async with self._lock:
                 await self._sync(now)
 
