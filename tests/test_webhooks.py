@@ -300,8 +300,8 @@ def test_a_completed_delivery_is_retried_with_backoff_and_the_same_id(records, r
     _complete(records, "p1")
     receiver.answer(500, 500)  # then 200
     for attempt in (1, 2):
-        failed_at = time.monotonic()
         assert _send(records, secret) == 1
+        failed_at = time.monotonic()  # after the failure was recorded: its retry is due from then on
         assert _send(records, secret) == 0  # not due before retry_delay(attempt) has passed
         time.sleep(max(0.0, retry_delay(attempt) - (time.monotonic() - failed_at)) + 0.2)
     assert _send(records, secret) == 1

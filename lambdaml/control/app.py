@@ -40,7 +40,7 @@ from lambdaml.ui import UiRoutes
 
 ROUTE = "/v1"  # the records and Replicate's API; the application itself takes "/" (every path no model takes)
 UI_ROUTE = "/ui"
-STALE_AFTER_S = 15.0  # replicas report running predictions every 0.5 s; this long without a report: lost
+STALE_AFTER_S = 15.0  # replicas report running predictions every 0.2-0.5 s; this long without a report: lost
 REAP_EVERY_S = 3.0
 WEBHOOKS_EVERY_S = 0.2
 EXPIRE_EVERY_S = 60.0

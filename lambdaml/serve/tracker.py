@@ -3,9 +3,10 @@
 Each prediction a replica takes is a ``Flight``: its record as it stands, the
 task that runs it and, once asked, why it is being canceled. Records never go
 to the database from the request path: the ``Tracker`` collects changes and
-sends them in one call every 0.5 s (``send``: the control application's
-``sync``), which also reports which predictions still run here (the reaper's
-heartbeat) and brings back the cancel requests for them. Each sync takes a
+sends them in one call every 100 ms, or every 0.5 s while the replica is busy
+(``send``: the control application's ``sync``), which also reports which
+predictions still run here (the reaper's heartbeat) and brings back the cancel
+requests for them. Each sync takes a
 snapshot of what changed in the flights still running; a prediction that ends
 before the next one is sent once, finished. A caller that is told ``202`` must
 be able to read the record at once, so that answer waits for an immediate
@@ -169,13 +170,14 @@ class Flight:
 class Tracker:
     """This replica's flights, and the loop that keeps their records up to date."""
 
-    INTERVAL_S = 0.1  # the tick: holds whose time is up end this late at most
-    # Changes of records nothing waits for, and the heartbeat of running predictions (which brings
-    # back cancel requests), at most this often. Each sync is a handle call that costs the control
-    # application ~2 ms of CPU whatever it carries (bench/README.md): every 0.1 s, that was a tenth
-    # of lambdaml's CPU per request under load. A 202 answer and a background prediction's end do
-    # not wait for it (``flush``).
-    SYNC_S = 0.5
+    INTERVAL_S = 0.1  # the tick: holds whose time is up end, and a quiet replica's records go out, this late
+    POLL_S = 0.2  # while predictions run here, ask for cancel requests this often (and report them alive)
+    # A sync is a handle call that costs the control application ~2 ms of CPU whatever it carries
+    # (bench/README.md): every 0.1 s under load, that was a tenth of lambdaml's CPU per request. A
+    # busy replica (this many records changed within a tick) sends bigger batches, every BUSY_SYNC_S.
+    # A 202 answer and a background prediction's end never wait for a sync (``flush``).
+    BUSY = 20
+    BUSY_SYNC_S = 0.5
     PROGRESS_S = 0.5  # logs and output events at most this often (webhooks, readers)
 
     def __init__(self, send: Send, grace: float):
@@ -306,7 +308,12 @@ class Tracker:
             if flight._waiters:
                 flight.expire(now)
         self._snapshots()
-        if (self._pending or self.flights) and now - self._last_sync >= self.SYNC_S:
+        since = now - self._last_sync
+        if len(self._pending) >= self.BUSY:
+            due = since >= self.BUSY_SYNC_S
+        else:
+            due = bool(self._pending) or (bool(self.flights) and since >= self.POLL_S)
+        if due:
             async with self._lock:
                 await self._sync(now)
 
