@@ -1,4 +1,5 @@
-"""A prediction's own task (``lambdaml.serve.tracker.start_task``): started eagerly where Python can."""
+"""A prediction's own task (``lambdaml.serve.tracker.start_task``): started eagerly where Python can;
+and how often the tracker sends its records."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 import pytest
 
-from lambdaml.serve.tracker import start_task
+from lambdaml.serve.tracker import Tracker, start_task
 
 EAGER = sys.version_info >= (3, 12)  # asyncio's eager tasks
 where = contextvars.ContextVar("where", default="caller")
@@ -82,3 +83,31 @@ def test_a_timeout_inside_the_prediction_ends_only_the_prediction():
         assert asyncio.current_task().cancelling() == 0  # the caller was never the one cancelled
 
     asyncio.run(caller())
+
+
+def test_a_quiet_replica_sends_its_records_at_each_tick_a_busy_one_in_bigger_batches():
+    """Each sync costs the control application ~2 ms of CPU: a busy replica makes fewer, bigger ones."""
+    sent: list[int] = []
+
+    async def send(updates: list, running: list) -> dict:
+        sent.append(len(updates))
+        return {}
+
+    async def ticks() -> None:
+        tracker = Tracker(send, grace=1.0)
+        tracker._lock = asyncio.Lock()
+        tracker.update({"id": "quiet", "status": "succeeded"})
+        await tracker._tick(100.0)
+        assert sent == [1]  # at the first tick
+        for index in range(Tracker.BUSY):
+            tracker.update({"id": f"busy-{index}", "status": "succeeded"})
+        await tracker._tick(100.0 + Tracker.INTERVAL_S)
+        assert sent == [1]  # waits for more
+        tracker.update({"id": "one-more", "status": "succeeded"})
+        await tracker._tick(100.0 + Tracker.BUSY_SYNC_S)
+        assert sent == [1, Tracker.BUSY + 1]  # all of them, BUSY_SYNC_S after the last sync
+        tracker.update({"id": "quiet-again", "status": "succeeded"})
+        await tracker._tick(100.0 + Tracker.BUSY_SYNC_S + Tracker.INTERVAL_S)
+        assert sent == [1, Tracker.BUSY + 1, 1]  # quiet again: at the next tick
+
+    asyncio.run(ticks())
