@@ -63,7 +63,6 @@ def serve_options(spec: ModelSpec, placement: Placement, install: list[str] = ()
     env = runtime_env(list(install))
     if env is not None:  # only then: a replica without one reuses a warm worker
         actor_options["runtime_env"] = env
-    batch_size = spec.batch.max_size if spec.batch else 0  # a batch can only fill if that many requests get in
     return {
         "name": spec.name,
         # What runs at once plus @model(queue=...): the replica queues the extra requests itself
@@ -75,6 +74,26 @@ def serve_options(spec: ModelSpec, placement: Placement, install: list[str] = ()
         "max_queued_requests": OVERFLOW_MARGIN,
         "backpressure_config": {"status_code": 503, "retry_after_s": 1},
         "ray_actor_options": actor_options,
+        **_scaling(spec),
+        # A stopping replica (scale-down, rollout) first lets its predictions finish: those of
+        # requests (Serve waits for them) and async ones (ModelServer.__del__ waits for them).
+        "graceful_shutdown_timeout_s": (spec.timeout or SHUTDOWN_WAIT_S) + cancel_grace() + 10,
+        # A predict that ignores its cancel makes check_health fail: replaced within seconds, not 30.
+        "health_check_period_s": 1.0,
+    }
+
+
+def _scaling(spec: ModelSpec) -> dict[str, Any]:
+    """Serve's autoscaling between ``min`` and ``max``, or a fixed number of replicas when they are equal.
+
+    Fixed, as a Serve user would write it: an autoscaling replica records and pushes its load four
+    times a second, which cost an idle replica ~7.6 ms of CPU a second here (bench/README.md,
+    stop 32) for a decision that can only keep the count where it is.
+    """
+    if spec.min == spec.max:
+        return {"num_replicas": spec.min}
+    batch_size = spec.batch.max_size if spec.batch else 0  # a batch can only fill if that many requests get in
+    return {
         "autoscaling_config": {
             "min_replicas": spec.min,
             "max_replicas": spec.max,
@@ -87,11 +106,6 @@ def serve_options(spec: ModelSpec, placement: Placement, install: list[str] = ()
             # Serve's policy plus the async predictions it cannot see (they run after their request ended).
             "policy": {"policy_function": POLICY},
         },
-        # A stopping replica (scale-down, rollout) first lets its predictions finish: those of
-        # requests (Serve waits for them) and async ones (ModelServer.__del__ waits for them).
-        "graceful_shutdown_timeout_s": (spec.timeout or SHUTDOWN_WAIT_S) + cancel_grace() + 10,
-        # A predict that ignores its cancel makes check_health fail: replaced within seconds, not 30.
-        "health_check_period_s": 1.0,
     }
 
 

@@ -35,6 +35,20 @@ def test_serve_options_map_the_spec_onto_ray_serve():
     assert "runtime_env" not in options["ray_actor_options"]  # nothing to install: warm workers can be reused
 
 
+def test_a_fixed_size_model_gets_its_replicas_without_autoscaling():
+    """min == max: nothing to decide, so no replica records and pushes its load four times a second."""
+
+    @model(name="fixed", min=2, max=2)
+    def fixed(x: int) -> int:
+        return x
+
+    options = serve_options(fixed.spec, place(fixed.spec, ClusterShape()))
+    assert options["num_replicas"] == 2
+    assert "autoscaling_config" not in options
+    scaled = serve_options(fixed.spec.with_settings({"min": 0}), place(fixed.spec, ClusterShape()))
+    assert "num_replicas" not in scaled and scaled["autoscaling_config"]["min_replicas"] == 0
+
+
 def test_only_missing_packages_become_a_runtime_env():
     @model(name="tab")
     def tab() -> str:

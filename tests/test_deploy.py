@@ -320,5 +320,6 @@ def test_hardware_and_scaling_change_without_a_new_version(deployed):
     with pytest.raises(lambdaml.ConfigError, match="Invalid deploy settings:\n  gpu: unknown GPU 'Z80'"):
         hw_probe.deploy(gpu="Z80")
     assert len(lambdaml.versions("hw-probe")[0].deployed_at) == 2
-    # The same code deployed again with @model's own settings: still the same version.
+    # The same code deployed again with @model's own settings: still the same version. min == max
+    # again, so Serve goes from autoscaling (max=2) to a fixed replica (lambdaml.app._scaling).
     assert hw_probe.deploy().version == first.version and "GPU" not in hw_probe.remote()
