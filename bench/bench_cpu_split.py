@@ -33,9 +33,14 @@ async def async_echo(x: int = 1) -> int:
     return x
 
 
-def cpu_by_process() -> dict[str, float]:
-    """CPU seconds used so far, per process kind (a Serve replica by its app name)."""
-    totals: dict[str, float] = {}
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Per pid: its kind (a Serve replica by its app name) and the CPU seconds it has used so far.
+
+    By pid, not by name: Ray retitles an actor's process while a call runs (``ray::ServeController``
+    becomes ``ray::ServeController.listen_for_change``), and a name that changed within a window
+    would count the process's whole lifetime.
+    """
+    found: dict[int, tuple[str, float]] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             command = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
@@ -48,9 +53,17 @@ def cpu_by_process() -> dict[str, float]:
         elif int(pid) == os.getpid():
             name = "client (this process)"
         else:
-            name = command.split()[0].rsplit("/", 1)[-1] if command else "?"
-        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
-    return totals
+            name = command.split()[0].rsplit("/", 1)[-1].split(".")[0] if command else "?"
+        found[int(pid)] = (name, (int(fields[11]) + int(fields[12])) / TICK)
+    return found
+
+
+def cpu_used(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds used between two readings, per process kind (a process started meanwhile counts whole)."""
+    used: dict[str, float] = {}
+    for pid, (name, seconds) in after.items():
+        used[name] = used.get(name, 0.0) + seconds - (before[pid][1] if pid in before else 0.0)
+    return used
 
 
 def measure(rounds: int) -> dict:
@@ -79,9 +92,9 @@ def measure(rounds: int) -> dict:
         for name, url in urls.items():
             before = cpu_by_process()
             served = throughput(url, body, SECONDS, {}) * SECONDS
-            after = cpu_by_process()
-            for process, seconds in after.items():
-                per_request_ms = (seconds - before.get(process, 0.0)) * 1000 / served
+            used = cpu_used(before, cpu_by_process())
+            for process, seconds in used.items():
+                per_request_ms = seconds * 1000 / served
                 samples[name].setdefault(process, []).append(per_request_ms)
             samples[name].setdefault("requests/s", []).append(served / SECONDS)
     return {name: {process: statistics.median(values) for process, values in figures.items()}
