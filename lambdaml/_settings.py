@@ -94,7 +94,7 @@ def http_base_url() -> str:
 
 
 def debug_enabled() -> bool:
-    """``LAMBDAML_DEBUG=1`` adds tracebacks to failed predictions."""
+    """``LAMBDAML_DEBUG=1`` adds tracebacks to failed predictions, and Serve's access log to the replicas' logs."""
     return os.environ.get("LAMBDAML_DEBUG", "").lower() in ("1", "true", "yes")
 
 

@@ -49,6 +49,18 @@ def test_a_fixed_size_model_gets_its_replicas_without_autoscaling():
     assert "num_replicas" not in scaled and scaled["autoscaling_config"]["min_replicas"] == 0
 
 
+def test_serve_access_log_only_when_debugging():
+    """Each prediction has its record; the per-request access line is for LAMBDAML_DEBUG=1 deploys."""
+
+    @model(name="quiet-log")
+    def quiet_log() -> str:
+        return ""
+
+    placement = place(quiet_log.spec, ClusterShape())
+    assert serve_options(quiet_log.spec, placement)["logging_config"] == {"enable_access_log": False}
+    assert serve_options(quiet_log.spec, placement, debug=True)["logging_config"] == {"enable_access_log": True}
+
+
 def test_only_missing_packages_become_a_runtime_env():
     @model(name="tab")
     def tab() -> str:

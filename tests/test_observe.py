@@ -1,5 +1,6 @@
 """Observing deployments: listings, replica states, pending reasons in plain words, logs."""
 
+import re
 import time
 
 import pytest
@@ -30,6 +31,21 @@ def test_pending_reason_names_a_missing_gpu_type(cluster):
     assert reason == "waiting for a node with 1 H100: the cluster has none; the autoscaler may add one"
 
 
+# Ray Serve's access log line: "POST /observed 200 1.2ms" (or "CALL predict OK 1.2ms" for a handle call)
+ACCESS_LINE = re.compile(r" (GET|POST|PUT|CALL) \S+ \S+ [0-9.]+ms$")
+
+
+def _log_lines_once(name: str, text: str) -> list[str]:
+    """The model's log lines, once ``text`` is in them (replicas write their log file every second)."""
+    deadline = time.monotonic() + 15
+    while True:
+        lines = list(observe.logs(name, tail=200))
+        if any(text in line for line in lines):
+            return lines
+        assert time.monotonic() < deadline, f"{text!r} never reached the replica's log"
+        time.sleep(0.5)
+
+
 def test_listing_and_logs_of_a_deployed_model(deployed):
     @model(name="observed", cpu=0.1, min=1)
     def observed(text: str) -> str:
@@ -41,10 +57,25 @@ def test_listing_and_logs_of_a_deployed_model(deployed):
     row = next(m for m in observe.list_models() if m.name == "observed")
     assert (row.version, row.status, row.running, row.target) == (deployment.version, "RUNNING", 1, 1)
     assert row.url == deployment.url
-    deadline = time.monotonic() + 15  # replicas write their log file every second
-    while not any("observed says hello logs" in line for line in observe.logs("observed", tail=200)):
-        assert time.monotonic() < deadline, "the print never reached the replica's log"
-        time.sleep(0.5)
+    lines = _log_lines_once("observed", "observed says hello logs")
+    assert not [line for line in lines if ACCESS_LINE.search(line)], lines  # the record says it; the log is the model's
+
+
+def test_a_debug_deploy_logs_each_request_and_tracebacks(deployed, monkeypatch):
+    @model(name="debugged", cpu=0.1, min=1)
+    def debugged(text: str) -> str:
+        print("debugged says", text)
+        if text == "boom":
+            raise ValueError("boom")
+        return text
+
+    monkeypatch.setenv("LAMBDAML_DEBUG", "1")
+    deployed(debugged)
+    lambdaml.run("debugged", {"text": "hello"})
+    lines = _log_lines_once("debugged", "debugged says hello")
+    assert [line for line in lines if ACCESS_LINE.search(line)], lines
+    failed = lambdaml.create_prediction("debugged", {"text": "boom"})
+    assert failed["status"] == "failed" and "Traceback" in failed["error"]
 
 
 def test_logs_of_a_model_scaled_to_zero_are_those_of_its_last_replicas(deployed):
